@@ -1,0 +1,10 @@
+"""ddlib: discriminative distillation for class-incremental learning (Zhong et al., 2021)."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import PROFILES, RunConfig  # noqa: E402
+from .run import run  # noqa: E402
+
+__all__ = ["PROFILES", "RunConfig", "__version__", "run"]

@@ -1,0 +1,204 @@
+"""Run configuration: every knob of PROTOCOL.md, the three profiles, validation.
+
+A field of `RunConfig` is at once a papermill parameter, a CLI flag (`--similar-k`) and a
+key of the result JSON. Fields left as `None` are filled from the profile by `resolve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+DATASETS = ("synthetic", "cifar100", "arrays")
+DEVICES = ("auto", "cpu", "cuda")
+
+# One table for the three profiles. `paper` is the seed paper's CIFAR-100 setting
+# (PROTOCOL.md 1.3, 1.7 `seed` schedule, 4.1 expert phases). `cpu` and `smoke` shrink only
+# data size, network width and epochs, never the rules.
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        dataset="synthetic", synthetic_classes=20, synthetic_superclasses=4,
+        train_per_class=24, test_per_class=10, image_size=16, width=0.5, channels_last=False,
+        increment=5, memory=80,
+        epochs=3, milestones=(2,), batch_size=32,
+        expert_epochs=2, expert_milestones=(1,), expert_balanced_epochs=1,
+        expert_balanced_milestones=(),
+    ),
+    "cpu": dict(
+        dataset="synthetic", synthetic_classes=100, synthetic_superclasses=20,
+        train_per_class=100, test_per_class=40, image_size=16, width=0.5, channels_last=False,
+        increment=10, memory=800,
+        epochs=16, milestones=(8, 12), batch_size=64,
+        expert_epochs=8, expert_milestones=(4, 6), expert_balanced_epochs=4,
+        expert_balanced_milestones=(2,),
+    ),
+    "paper": dict(
+        dataset="cifar100", synthetic_classes=100, synthetic_superclasses=20,
+        train_per_class=500, test_per_class=100, image_size=32, width=1.0, channels_last=True,
+        increment=10, memory=2000,
+        epochs=100, milestones=(50, 75), batch_size=128,
+        expert_epochs=80, expert_milestones=(40, 60), expert_balanced_epochs=40,
+        expert_balanced_milestones=(20,),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run of one method on one class order. `None` = take the profile's value."""
+
+    # what to run
+    method: str = "icarl"              # lwf | icarl | ucir | bic
+    dd: bool = False                   # add discriminative distillation (Ln)
+    similar_k: int = 1                 # similar old classes per new class (0 = dual distillation)
+    profile: str = "smoke"             # smoke | cpu | paper
+    # data
+    dataset: str | None = None         # synthetic | cifar100 | arrays
+    data_dir: str = "data"             # dataset folder, or the .npz file for `arrays`
+    download: bool = False             # let torchvision download CIFAR-100
+    synthetic_classes: int | None = None
+    synthetic_superclasses: int | None = None
+    train_per_class: int | None = None  # synthetic only
+    test_per_class: int | None = None   # synthetic only
+    image_size: int | None = None       # synthetic only
+    order: int = 0                     # class order: numpy legacy seed 1993 + order
+    init_classes: int | None = None    # classes in round 1; None = increment (B0 protocol)
+    increment: int | None = None       # new classes per later round
+    # memory (PROTOCOL 1.4)
+    memory: int | None = None          # total exemplar budget K
+    # model
+    width: float | None = None         # ResNet-32 width multiplier (1.0 = 16-32-64 channels)
+    channels_last: bool | None = None  # NHWC convolutions (always on CUDA; on CPU they pay
+                                       # off only for full-width nets, measured by `bench`)
+    # classifier schedule (PROTOCOL 1.7, `seed` schedule)
+    epochs: int | None = None
+    lr: float = 0.1
+    milestones: tuple[int, ...] | None = None  # epochs where lr is divided by 10
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int | None = None
+    # expert (PROTOCOL 4.1): stage A imbalanced, stage B class-balanced
+    expert_epochs: int | None = None
+    expert_lr: float = 0.1
+    expert_milestones: tuple[int, ...] | None = None
+    expert_balanced_epochs: int | None = None
+    expert_balanced_lr: float = 0.01
+    expert_balanced_milestones: tuple[int, ...] | None = None
+    # losses (Eq. 4)
+    temperature_old: float = 2.0       # To
+    temperature_new: float = 2.0       # Tn
+    lambda_old: float = 1.0            # λ1
+    lambda_dd: float = 1.0             # λ2
+    # evaluation
+    nme_flip: bool = True              # NME means over image and its flip (iCaRL-orig)
+    # system
+    seed: int | None = None            # model seed; None = 1993 + order
+    device: str = "auto"               # auto = CUDA when present
+    threads: int = 0                   # torch CPU threads; 0 = torch's default
+    results_dir: str = "results"
+    progress: bool = True              # progress bars
+
+    @classmethod
+    def resolve(cls, profile: str = "smoke", **overrides: Any) -> RunConfig:
+        """Config of `profile` with `overrides` applied, validated."""
+        if profile not in PROFILES:
+            raise ValueError(f"profile={profile!r} is unknown; choose one of {sorted(PROFILES)}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; valid names: {sorted(names)}")
+        values = {k: v for k, v in overrides.items() if v is not None}
+        for key, value in PROFILES[profile].items():
+            values.setdefault(key, value)
+        values["profile"] = profile
+        values.setdefault("init_classes", values["increment"])
+        if values.get("seed") is None:
+            values["seed"] = 1993 + int(values.get("order", 0))
+        for key in ("milestones", "expert_milestones", "expert_balanced_milestones"):
+            values[key] = tuple(int(m) for m in values[key])
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad parameter (checks that need no data)."""
+        from .methods import METHODS  # the registry is the list of methods
+
+        _one_of("method", self.method, tuple(METHODS))
+        _one_of("dataset", self.dataset, DATASETS)
+        _one_of("device", self.device, DEVICES)
+        for name in ("epochs", "batch_size", "expert_epochs", "memory", "init_classes",
+                     "increment", "synthetic_classes", "synthetic_superclasses",
+                     "train_per_class", "test_per_class"):
+            _positive(name, getattr(self, name))
+        _at_least("expert_balanced_epochs", self.expert_balanced_epochs, 0)
+        _at_least("order", self.order, 0)
+        _at_least("threads", self.threads, 0)
+        _at_least("image_size", self.image_size, 8)
+        if not 0 <= self.similar_k <= 4:
+            raise ValueError(f"similar_k={self.similar_k} is out of range; allowed: 0..4")
+        for name in ("temperature_old", "temperature_new"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1 (Eq. 2 needs T >= 1)")
+        for name in ("lr", "expert_lr", "expert_balanced_lr", "width"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        for name in ("weight_decay", "lambda_old", "lambda_dd", "momentum"):
+            _at_least(name, getattr(self, name), 0)
+        for name, epochs in (("milestones", self.epochs),
+                             ("expert_milestones", self.expert_epochs),
+                             ("expert_balanced_milestones", self.expert_balanced_epochs)):
+            bad = [m for m in getattr(self, name) if not 0 < m < max(epochs, 1) + 1]
+            if bad:
+                raise ValueError(f"{name}={getattr(self, name)}: each must lie in 1..{epochs}")
+
+    def check_against(self, num_classes: int) -> None:
+        """Raise ValueError for settings that do not fit a dataset of `num_classes` classes."""
+        if self.memory < num_classes:
+            raise ValueError(
+                f"memory={self.memory} is smaller than the number of classes ({num_classes}): "
+                "every class needs at least one exemplar")
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_name(self) -> str:
+        """Method id as shown in figures and store paths: icarl, icarl+dd, icarl+dd-k2."""
+        name = self.method + ("+dd" if self.dd else "")
+        if self.dd and self.similar_k != 1:
+            name += f"-k{self.similar_k}"
+        return name
+
+    def identity(self) -> str:
+        """Short hash of every field that changes the result (not where or how fast it runs)."""
+        ignore = {"device", "threads", "results_dir", "progress", "data_dir", "download"}
+        items = {k: v for k, v in self.as_dict().items() if k not in ignore}
+        return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
+
+    def overrides(self) -> dict[str, Any]:
+        """Fields that differ from the profile's own resolution of this method/order/dd."""
+        base = RunConfig.resolve(self.profile, method=self.method, dd=self.dd,
+                                 similar_k=self.similar_k, order=self.order,
+                                 increment=self.increment, init_classes=self.init_classes,
+                                 dataset=self.dataset)
+        ignore = {"device", "threads", "results_dir", "progress", "data_dir", "download"}
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ignore and getattr(self, f.name) != getattr(base, f.name)}
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is unknown; choose one of {list(allowed)}")
+
+
+def _positive(name: str, value: Any) -> None:
+    _at_least(name, value, 1)
+
+
+def _at_least(name: str, value: Any, low: float) -> None:
+    if value is None or value < low:
+        raise ValueError(f"{name}={value!r} must be >= {low}")

@@ -1,0 +1,180 @@
+"""Backbones and heads (PROTOCOL 2).
+
+`Net` = backbone -> head -> (BiC) bias layers, returning (features, logits). The head grows
+each round and keeps the rows of old classes; a fresh head of the same kind serves the expert.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+
+class _ShortcutA(nn.Module):
+    """Parameter-free shortcut: subsample by 2, zero-pad the new channels (option A)."""
+
+    def __init__(self, extra_channels: int) -> None:
+        super().__init__()
+        self.extra = extra_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 0, self.extra))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int, *, shortcut: str,
+                 last_relu: bool = True) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.last_relu = last_relu
+        if stride == 1 and c_in == c_out:
+            self.shortcut: nn.Module = nn.Identity()
+        elif shortcut == "A":
+            self.shortcut = _ShortcutA(c_out - c_in)
+        else:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out)) + self.shortcut(x)
+        return F.relu(out) if self.last_relu else out
+
+
+class ResNet32(nn.Module):
+    """CIFAR ResNet-32: three stages of five basic blocks; `width` scales 16-32-64 channels."""
+
+    def __init__(self, *, width: float = 1.0, shortcut: str = "A",
+                 last_relu: bool = True) -> None:
+        super().__init__()
+        chans = [max(2, round(c * width)) for c in (16, 32, 64)]
+        self.conv1 = nn.Conv2d(3, chans[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(chans[0])
+        blocks: list[nn.Module] = []
+        c_in = chans[0]
+        for stage, c_out in enumerate(chans):
+            for i in range(5):
+                stride = 2 if stage > 0 and i == 0 else 1
+                last = stage == 2 and i == 4
+                blocks.append(BasicBlock(c_in, c_out, stride, shortcut=shortcut,
+                                         last_relu=last_relu or not last))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.out_dim = chans[-1]
+        _init_weights(self)
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        """Output of the last residual block, (B, C, h, w): what Grad-CAM looks at."""
+        return self.blocks(F.relu(self.bn1(self.conv1(x))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 without its classifier, randomly initialised (ImageNet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        net = torchvision.models.resnet18(weights=None)
+        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
+                                  net.layer1, net.layer2, net.layer3, net.layer4)
+        self.out_dim = 512
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        return self.body(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.feature_map(x).mean(dim=(2, 3))
+
+
+def _init_weights(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class LinearHead(nn.Module):
+    """Linear classifier over all seen classes; `grow` appends rows, old rows are kept."""
+
+    def __init__(self, in_dim: int, num_classes: int = 0) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.weight = nn.Parameter(torch.empty(0, in_dim))
+        self.bias = nn.Parameter(torch.empty(0))
+        if num_classes:
+            self.grow(num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight.shape[0]
+
+    def grow(self, n_new: int) -> None:
+        fresh = nn.Linear(self.in_dim, n_new).to(self.weight.device)  # Kaiming-uniform rows
+        nn.init.zeros_(fresh.bias)
+        self.weight = nn.Parameter(torch.cat([self.weight.data, fresh.weight.data]))
+        self.bias = nn.Parameter(torch.cat([self.bias.data, fresh.bias.data]))
+
+    def fresh(self, num_classes: int) -> LinearHead:
+        """A new, independent head of the same kind (for the expert)."""
+        return LinearHead(self.in_dim, num_classes).to(self.weight.device)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return F.linear(features, self.weight, self.bias)
+
+
+class BiasLayer(nn.Module):
+    """BiC's correction of one round's logits: o[start:end] <- alpha * o + beta."""
+
+    def __init__(self, start: int, end: int) -> None:
+        super().__init__()
+        self.start, self.end = start, end
+        self.alpha = nn.Parameter(torch.ones(1))
+        self.beta = nn.Parameter(torch.zeros(1))
+
+    def forward(self, logits: Tensor) -> Tensor:
+        scaled = logits[:, self.start:self.end] * self.alpha + self.beta
+        return torch.cat([logits[:, :self.start], scaled, logits[:, self.end:]], dim=1)
+
+
+class Net(nn.Module):
+    """Backbone + growing head (+ BiC bias layers). forward -> (features, logits)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.bias_layers = nn.ModuleList()
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        features = self.backbone(x)
+        logits = self.head(features)
+        for layer in self.bias_layers:
+            logits = layer(logits)
+        return features, logits
+
+
+def make_backbone(kind: str, *, width: float = 1.0, shortcut: str = "A",
+                  last_relu: bool = True) -> nn.Module:
+    if kind == "resnet32":
+        return ResNet32(width=width, shortcut=shortcut, last_relu=last_relu)
+    if kind == "resnet18":
+        return ResNet18()
+    raise ValueError(f"backbone={kind!r} is unknown; choose resnet32 or resnet18")
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+

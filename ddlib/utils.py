@@ -1,0 +1,75 @@
+"""Small shared helpers: seeding, device choice, paths, atomic writes, progress bars."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy's global RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def round_seed(seed: int, round_idx: int) -> int:
+    """Seed of one round, so a run resumed at round r matches an uninterrupted one."""
+    return seed * 1000 + round_idx
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def project_root(start: Path | None = None) -> Path | None:
+    """The nearest parent holding `_config.yml` and `ddlib/`, or None (e.g. in Colab)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_config.yml").is_file() and (folder / "ddlib").is_dir():
+            return folder
+    return None
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Relative paths are taken from the project root when there is one: papermill, nbval
+    and Jupyter Book each run notebooks from a different working directory."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    return (project_root() or Path.cwd()) / path
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temp file in the same folder, then rename: never half-written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def progress(iterable: Iterable, *, enabled: bool = True, **kwargs: Any):
+    """tqdm.auto bar; off when `enabled` is False or TQDM_DISABLE=1 (tqdm.notebook ignores it)."""
+    from tqdm.auto import tqdm
+
+    disable = not enabled or os.environ.get("TQDM_DISABLE") == "1"
+    return tqdm(iterable, disable=disable, leave=False, **kwargs)
