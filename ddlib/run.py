@@ -20,11 +20,12 @@ from .utils import pick_device, resolve_path
 
 def load_scenario(cfg: RunConfig) -> data.Scenario:
     """Dataset and class order of `cfg`, validated against the config."""
+    sizes = {} if cfg.dataset != "synthetic" else dict(
+        num_classes=cfg.synthetic_classes, num_superclasses=cfg.synthetic_superclasses,
+        train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class,
+        image_size=cfg.image_size, seed=0)
     arrays = data.load(cfg.dataset, data_dir=resolve_path(cfg.data_dir), download=cfg.download,
-                       num_classes=cfg.synthetic_classes,
-                       num_superclasses=cfg.synthetic_superclasses,
-                       train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class,
-                       image_size=cfg.image_size)
+                       **sizes)
     cfg.check_against(arrays.num_classes)
     return data.Scenario.build(arrays, order=cfg.order, init_classes=cfg.init_classes,
                                increment=cfg.increment)

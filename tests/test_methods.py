@@ -1,0 +1,62 @@
+"""End-to-end smoke runs of every method, with and without DD."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import ddlib
+from ddlib import results
+from ddlib.methods import METHODS
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("dd", [False, True])
+def test_method_runs_end_to_end(smoke, method, dd):
+    cfg = smoke(method=method, dd=dd)
+    out = ddlib.run(cfg, verbose=False)
+    rounds = out["rounds"]
+    assert [r["classes_seen"] for r in rounds] == [5, 10, 15, 20]
+    for rec in rounds:
+        n = rec["classes_seen"]
+        assert len(rec["confusion_cnn"]) == n and len(rec["per_class_acc_nme"]) == n
+        assert sum(map(sum, rec["confusion_cnn"])) == n * 10  # 10 test images per class
+        assert rec["memory_per_class"] == cfg.memory // n
+    assert rounds[0]["acc_cnn"] > 100 / 5  # above chance after round 1
+    assert ("similar_pairs" in rounds[1]) == dd and "similar_pairs" not in rounds[0]
+    assert ("Ln" in rounds[1]["losses"]) == dd
+    saved = json.loads(results.result_path(cfg).read_text())
+    assert saved["rounds"][-1]["acc_nme"] == rounds[-1]["acc_nme"]
+    assert saved["config"]["dd"] == dd and saved["schema_version"] == results.SCHEMA_VERSION
+
+
+def test_dd_pairs_each_new_class_with_one_distinct_old_class(smoke):
+    out = ddlib.run(smoke(dd=True), verbose=False)
+    for rec in out["rounds"][1:]:
+        pairs = rec["similar_pairs"]
+        assert sorted(c for c, _, _ in pairs) == rec["new_classes"]
+        olds = [o for _, o, _ in pairs]
+        assert len(set(olds)) == len(olds) and all(o < min(rec["new_classes"]) for o in olds)
+        assert rec["expert_classes"] == rec["new_classes"] + sorted(olds)
+
+
+@pytest.mark.parametrize("dd", [False, True])
+def test_same_config_twice_gives_identical_results(smoke, dd):
+    first = ddlib.run(smoke(dd=dd), verbose=False)
+    second = ddlib.run(smoke(dd=dd), verbose=False)
+    for a, b in zip(first["rounds"], second["rounds"]):
+        assert (a["acc_cnn"], a["acc_nme"]) == (b["acc_cnn"], b["acc_nme"])
+        assert a["confusion_nme"] == b["confusion_nme"]
+
+
+def test_round_one_is_shared_by_baseline_and_dd(smoke):
+    base = ddlib.run(smoke(dd=False), verbose=False)["rounds"][0]
+    with_dd = ddlib.run(smoke(dd=True), verbose=False)["rounds"][0]
+    assert base["confusion_cnn"] == with_dd["confusion_cnn"]
+
+
+def test_store_paths_differ_by_identity(smoke):
+    paths = {results.result_path(smoke(**kw)) for kw in
+             [{}, {"dd": True}, {"order": 1}, {"dd": True, "similar_k": 2}, {"epochs": 2}]}
+    assert len(paths) == 5
