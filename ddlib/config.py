@@ -14,6 +14,13 @@ from typing import Any
 
 DATASETS = ("synthetic", "cifar100", "arrays")
 DEVICES = ("auto", "cpu", "cuda")
+# Fields that change where or how fast a run goes, never its result.
+RUNTIME_FIELDS = frozenset({"device", "threads", "results_dir", "progress", "data_dir",
+                            "download", "fresh"})
+# Fields that only act through the expert, from round 2 on.
+DD_FIELDS = frozenset({"dd", "similar_k", "lambda_dd", "temperature_new", "expert_epochs",
+                       "expert_lr", "expert_milestones", "expert_balanced_epochs",
+                       "expert_balanced_lr", "expert_balanced_milestones"})
 
 # One table for the three profiles. `paper` is the seed paper's CIFAR-100 setting
 # (PROTOCOL.md 1.3, 1.7 `seed` schedule, 4.1 expert phases). `cpu` and `smoke` shrink only
@@ -25,7 +32,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         increment=5, memory=80,
         epochs=3, milestones=(2,), batch_size=32,
         expert_epochs=2, expert_milestones=(1,), expert_balanced_epochs=1,
-        expert_balanced_milestones=(),
+        expert_balanced_milestones=(), bic_epochs=2,
     ),
     "cpu": dict(
         dataset="synthetic", synthetic_classes=100, synthetic_superclasses=20,
@@ -33,7 +40,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         increment=10, memory=800,
         epochs=16, milestones=(8, 12), batch_size=64,
         expert_epochs=8, expert_milestones=(4, 6), expert_balanced_epochs=4,
-        expert_balanced_milestones=(2,),
+        expert_balanced_milestones=(2,), bic_epochs=30,
     ),
     "paper": dict(
         dataset="cifar100", synthetic_classes=100, synthetic_superclasses=20,
@@ -41,7 +48,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         increment=10, memory=2000,
         epochs=100, milestones=(50, 75), batch_size=128,
         expert_epochs=80, expert_milestones=(40, 60), expert_balanced_epochs=40,
-        expert_balanced_milestones=(20,),
+        expert_balanced_milestones=(20,), bic_epochs=200,
     ),
 }
 
@@ -92,6 +99,17 @@ class RunConfig:
     temperature_new: float = 2.0       # Tn
     lambda_old: float = 1.0            # λ1
     lambda_dd: float = 1.0             # λ2
+    # LwF (PROTOCOL 3.1)
+    lwf_exemplars: bool = True         # replay the memory; False = LwF-MC (CE on new logits)
+    # BiC (PROTOCOL 3.4)
+    bic_val_fraction: float = 0.1      # n_val = max(1, floor(fraction * K / s_r)) per class
+    bic_epochs: int | None = None      # stage 2 (bias layer) epochs
+    bic_lr: float = 0.1                # stage 2 SGD learning rate
+    # UCIR (PROTOCOL 3.3)
+    ucir_lambda_base: float = 5.0      # less-forget weight base (CIFAR 5, ImageNet 10)
+    ucir_margin: float = 0.5           # margin m of the ranking loss
+    ucir_k: int = 2                    # hard negatives K per old-class anchor
+    ucir_lambda_mr: float = 1.0        # margin ranking weight
     # evaluation
     nme_flip: bool = True              # NME means over image and its flip (iCaRL-orig)
     # system
@@ -100,6 +118,7 @@ class RunConfig:
     threads: int = 0                   # torch CPU threads; 0 = torch's default
     results_dir: str = "results"
     progress: bool = True              # progress bars
+    fresh: bool = False                # ignore existing checkpoints and results
 
     @classmethod
     def resolve(cls, profile: str = "smoke", **overrides: Any) -> RunConfig:
@@ -130,14 +149,19 @@ class RunConfig:
         _one_of("method", self.method, tuple(METHODS))
         _one_of("dataset", self.dataset, DATASETS)
         _one_of("device", self.device, DEVICES)
-        for name in ("epochs", "batch_size", "expert_epochs", "memory", "init_classes",
-                     "increment", "synthetic_classes", "synthetic_superclasses",
+        for name in ("epochs", "batch_size", "expert_epochs", "memory", "increment",
+                     "init_classes", "synthetic_classes", "synthetic_superclasses",
                      "train_per_class", "test_per_class"):
             _positive(name, getattr(self, name))
         _at_least("expert_balanced_epochs", self.expert_balanced_epochs, 0)
         _at_least("order", self.order, 0)
         _at_least("threads", self.threads, 0)
         _at_least("image_size", self.image_size, 8)
+        _positive("bic_epochs", self.bic_epochs)  # BiC
+        if not 0 < self.bic_val_fraction < 1:
+            raise ValueError(f"bic_val_fraction={self.bic_val_fraction} must lie in (0, 1)")
+        if not self.bic_lr > 0:
+            raise ValueError(f"bic_lr={self.bic_lr} must be > 0")
         if not 0 <= self.similar_k <= 4:
             raise ValueError(f"similar_k={self.similar_k} is out of range; allowed: 0..4")
         for name in ("temperature_old", "temperature_new"):
@@ -148,6 +172,9 @@ class RunConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
         for name in ("weight_decay", "lambda_old", "lambda_dd", "momentum"):
             _at_least(name, getattr(self, name), 0)
+        for name in ("ucir_lambda_base", "ucir_margin", "ucir_lambda_mr"):
+            _at_least(name, getattr(self, name), 0)
+        _positive("ucir_k", self.ucir_k)
         for name, epochs in (("milestones", self.epochs),
                              ("expert_milestones", self.expert_epochs),
                              ("expert_balanced_milestones", self.expert_balanced_epochs)):
@@ -173,10 +200,10 @@ class RunConfig:
             name += f"-k{self.similar_k}"
         return name
 
-    def identity(self) -> str:
+    def identity(self, *, exclude: frozenset[str] = frozenset()) -> str:
         """Short hash of every field that changes the result (not where or how fast it runs)."""
-        ignore = {"device", "threads", "results_dir", "progress", "data_dir", "download"}
-        items = {k: v for k, v in self.as_dict().items() if k not in ignore}
+        skip = RUNTIME_FIELDS | exclude
+        items = {k: v for k, v in self.as_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
     def overrides(self) -> dict[str, Any]:
@@ -185,9 +212,13 @@ class RunConfig:
                                  similar_k=self.similar_k, order=self.order,
                                  increment=self.increment, init_classes=self.init_classes,
                                  dataset=self.dataset)
-        ignore = {"device", "threads", "results_dir", "progress", "data_dir", "download"}
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in ignore and getattr(self, f.name) != getattr(base, f.name)}
+                if f.name not in RUNTIME_FIELDS and getattr(self, f.name) != getattr(base, f.name)}
+
+    def round_one_identity(self) -> str:
+        """Identity of round 1 alone: DD never acts in round 1, so baseline and +DD share it
+        (PROTOCOL 4.3, trap 16)."""
+        return self.identity(exclude=DD_FIELDS)
 
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:

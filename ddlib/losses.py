@@ -33,3 +33,31 @@ def dd_loss(logits: Tensor, expert_logits: Tensor, idx: Tensor, temperature: flo
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Lc over all seen classes."""
     return F.cross_entropy(logits.float(), targets)
+
+
+def less_forget_loss(features: Tensor, old_features: Tensor) -> Tensor:
+    """UCIR less-forget constraint L_dis^G, Eq. (3) of Hou et al. (PROTOCOL 3.3):
+    mean over the batch of 1 - cos(f_new(x), f_old(x)) on the un-normalised penultimate
+    features of current and (detached) old model."""
+    cos = F.cosine_similarity(features.float(), old_features.detach().float(), dim=1)
+    return (1.0 - cos).mean()
+
+
+def margin_ranking_loss(cosines: Tensor, targets: Tensor, num_old: int, margin: float,
+                        k: int) -> Tensor:
+    """UCIR inter-class separation L_mr, Eq. (5) of Hou et al. (PROTOCOL 3.3).
+
+    `cosines` (B, N) are raw cosine scores (no sigma). Anchors are the samples whose label is
+    old (< num_old); for each, g = its ground-truth cosine and h_1..h_k its k largest cosines
+    over the new classes (columns num_old..N-1). Returns the mean over (anchor, k) of
+    max(0, margin - g + h_k); 0 (with a graph) when the batch has no old-class sample.
+    """
+    cosines = cosines.float()
+    anchors = targets < num_old
+    k = min(k, cosines.shape[1] - num_old)
+    if not bool(anchors.any()) or k < 1:
+        return cosines.sum() * 0.0
+    scores = cosines[anchors]
+    g = scores.gather(1, targets[anchors].unsqueeze(1))   # (A, 1)
+    h = scores[:, num_old:].topk(k, dim=1).values          # (A, k) hardest new classes
+    return F.relu(margin - g + h).mean()

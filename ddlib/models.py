@@ -131,6 +131,60 @@ class LinearHead(nn.Module):
         return F.linear(features, self.weight, self.bias)
 
 
+class CosineHead(nn.Module):
+    """UCIR's cosine classifier z_c = sigma * cos(w_c, f), one learnable sigma (PROTOCOL 2).
+
+    Rows of earlier rounds live in `weight_old` (requires_grad=False: no update, no weight
+    decay, since the engine only optimises parameters that require grad); the rows added by
+    the latest `grow` live in `weight_new` and train together with sigma.
+    """
+
+    def __init__(self, in_dim: int, num_classes: int = 0) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.weight_old = nn.Parameter(torch.empty(0, in_dim), requires_grad=False)
+        self.weight_new = nn.Parameter(torch.empty(0, in_dim))
+        self.sigma = nn.Parameter(torch.ones(1))
+        if num_classes:
+            self.grow(num_classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.weight_old.shape[0] + self.weight_new.shape[0]
+
+    @property
+    def weight(self) -> Tensor:
+        return torch.cat([self.weight_old, self.weight_new])
+
+    def grow(self, n_new: int, init: Tensor | None = None) -> None:
+        """Freeze every existing row, append `n_new` trainable rows: `init` (imprinted
+        weights, shape (n_new, in_dim)) or uniform(-1/sqrt(d), 1/sqrt(d)). sigma is kept."""
+        device = self.weight_new.device
+        if init is None:
+            bound = self.in_dim ** -0.5
+            init = torch.empty(n_new, self.in_dim, device=device).uniform_(-bound, bound)
+        if init.shape != (n_new, self.in_dim):
+            raise ValueError(f"init has shape {tuple(init.shape)}, "
+                             f"expected ({n_new}, {self.in_dim})")
+        self.weight_old = nn.Parameter(self.weight.detach().clone(), requires_grad=False)
+        self.weight_new = nn.Parameter(init.detach().to(device, torch.float32).clone())
+
+    def fresh(self, num_classes: int) -> CosineHead:
+        """A new, independent head of the same kind with its own sigma = 1 (for the expert)."""
+        return CosineHead(self.in_dim, num_classes).to(self.weight_new.device)
+
+    def cosine(self, features: Tensor) -> Tensor:
+        """cos(w_c, f) for every class, (B, C), in float32 even under autocast (trap 20)."""
+        with torch.autocast(features.device.type, enabled=False):
+            f = F.normalize(features.float(), dim=1)
+            w = F.normalize(self.weight.float(), dim=1)
+            return f @ w.T
+
+    def forward(self, features: Tensor) -> Tensor:
+        with torch.autocast(features.device.type, enabled=False):
+            return self.sigma.float() * self.cosine(features)
+
+
 class BiasLayer(nn.Module):
     """BiC's correction of one round's logits: o[start:end] <- alpha * o + beta."""
 

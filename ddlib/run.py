@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, data, results
-from .config import RunConfig
+from . import __version__, checkpoint, data, results
+from .config import RUNTIME_FIELDS, RunConfig
 from .engine import DeviceData
 from .methods import METHODS
 from .metrics import average_incremental_accuracy
@@ -31,11 +31,57 @@ def load_scenario(cfg: RunConfig) -> data.Scenario:
                                increment=cfg.increment)
 
 
+def checkpoint_path(cfg: RunConfig, round_idx: int) -> Path:
+    """Checkpoint of one finished round, beside the run's result file."""
+    result = results.result_path(cfg)
+    return result.parent / f"{result.stem}.ckpt" / f"round{round_idx:02d}.pt"
+
+
+def round_one_path(cfg: RunConfig) -> Path:
+    """Round 1 shared by every arm (baseline, +DD, any similar_k) of one method and order."""
+    folder = results.result_path(cfg).parents[1].with_name(cfg.method)
+    return folder / f"inc{cfg.increment}" / f"round1-order{cfg.order}-{cfg.round_one_identity()}.pt"
+
+
+def _resume(cfg: RunConfig, method, num_rounds: int, say) -> list[dict]:
+    """Load the latest readable checkpoint of this run (or the shared round 1); return the
+    records of the rounds it covers."""
+    for round_idx in range(num_rounds, 0, -1):
+        state = checkpoint.load(checkpoint_path(cfg, round_idx))
+        if state is None:
+            continue
+        if state["identity"] != cfg.identity():
+            raise ValueError(
+                f"{checkpoint_path(cfg, round_idx)} belongs to a different configuration "
+                f"(identity {state['identity']}, this run {cfg.identity()}); "
+                "pass fresh=True (--fresh) to start over")
+        method.load_state(state)
+        say(f"resumed after round {round_idx} from {checkpoint_path(cfg, round_idx)}")
+        return state["records"]
+    state = checkpoint.load(round_one_path(cfg))
+    if state is not None and state["identity"] == cfg.round_one_identity():
+        method.load_state(state)
+        say(f"round 1 shared with the other arms: {round_one_path(cfg)}")
+        return state["records"]
+    return []
+
+
 def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
-    """Train and evaluate `cfg` round by round; write and return its result record."""
+    """Train and evaluate `cfg` round by round, resuming from its checkpoints; write and
+    return its result record. An existing result of the same config is returned as is."""
     cfg.validate()
+    say = tqdm.write if verbose else (lambda _: None)
     device = pick_device(cfg.device)
     scenario = load_scenario(cfg)  # every input error surfaces here, before training
+    store = results.result_path(cfg)
+    if not cfg.fresh and store.is_file():
+        try:
+            payload = results.read(store)
+            if _same_run(payload["config"], cfg):
+                say(f"{cfg.run_name}: result exists, nothing to do -> {store}")
+                return payload
+        except ValueError as err:
+            say(f"recomputing: {err}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     arrays = scenario.data
@@ -43,19 +89,23 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     device_data = DeviceData.from_arrays(arrays, device, pad=pad,
                                          channels_last=cfg.channels_last or device.type == "cuda")
     method = METHODS[cfg.method](cfg, scenario, device_data)
-    say = tqdm.write if verbose else (lambda _: None)
     say(f"{cfg.run_name} on {cfg.dataset} ({cfg.profile} profile), order {cfg.order}, "
         f"{scenario.num_rounds} rounds of {scenario.rounds}, device {device}")
+    records = [] if cfg.fresh else _resume(cfg, method, scenario.num_rounds, say)
     say(f"{'round':>5} {'classes':>7} {'acc_cnn':>8} {'acc_nme':>8} {'time_s':>7}")
+    for rec in records:
+        say(_row(rec))
     start = time.perf_counter()
-    records = []
-    rounds = tqdm(range(1, scenario.num_rounds + 1), desc=cfg.run_name, leave=False,
-                  disable=not cfg.progress)
+    rounds = tqdm(range(len(records) + 1, scenario.num_rounds + 1), desc=cfg.run_name,
+                  leave=False, disable=not cfg.progress)
     for round_idx in rounds:
         rec = method.fit_round(round_idx)
         records.append(rec)
-        say(f"{rec['round']:>5} {rec['classes_seen']:>7} {rec['acc_cnn']:>8.2f} "
-            f"{rec['acc_nme']:>8.2f} {rec['time']['total']:>7.1f}")
+        state = {**method.state(), "records": records, "identity": cfg.identity()}
+        checkpoint.save(checkpoint_path(cfg, round_idx), state)
+        if round_idx == 1:
+            checkpoint.save(round_one_path(cfg), {**state, "identity": cfg.round_one_identity()})
+        say(_row(rec))
     accs = {rule: [r[f"acc_{rule}"] for r in records] for rule in ("cnn", "nme")}
     payload = {
         "ddlib_version": __version__,
@@ -71,8 +121,19 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
         "avg_inc_acc": {rule: average_incremental_accuracy(a) for rule, a in accs.items()},
         "last_acc": {rule: a[-1] for rule, a in accs.items()},
         "wall_time_s": round(time.perf_counter() - start, 2),
+        "train_time_s": round(sum(r["time"]["total"] for r in records), 2),
     }
     path: Path = results.save(cfg, payload)
     say(f"average incremental accuracy ({method.inference}): "
         f"{payload['avg_inc_acc'][method.inference]:.2f}  -> {path}")
     return payload
+
+
+def _row(rec: dict) -> str:
+    return (f"{rec['round']:>5} {rec['classes_seen']:>7} {rec['acc_cnn']:>8.2f} "
+            f"{rec['acc_nme']:>8.2f} {rec['time']['total']:>7.1f}")
+
+
+def _same_run(stored: dict, cfg: RunConfig) -> bool:
+    """A stored config is the same run when only runtime fields differ."""
+    return all(stored.get(k) == v for k, v in cfg.as_dict().items() if k not in RUNTIME_FIELDS)

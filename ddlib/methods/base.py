@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .. import engine
+from .. import checkpoint, engine
 from ..config import RunConfig
 from ..data import Scenario
 from ..engine import DeviceData, Schedule
 from ..expert import DiscriminativeDistillation
 from ..memory import ExemplarMemory, herding
 from ..metrics import accuracy, confusion_matrix, per_class_accuracy
-from ..models import LinearHead, Net, make_backbone
+from ..models import BiasLayer, LinearHead, Net, make_backbone
 from ..utils import round_seed, seed_everything
 
 Outputs = tuple[Tensor, Tensor]  # (features, logits)
@@ -85,8 +85,9 @@ class Method:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters())
 
-    def extra_stage(self, rnd: Round) -> None:
-        """Method-specific stage after classifier training (BiC bias layer, UCIR CBF)."""
+    def extra_stage(self, rnd: Round) -> dict | None:
+        """Method-specific stage after classifier training (BiC bias layer); may return
+        values for the round's record."""
 
     # ---- lifecycle ----------------------------------------------------------------------
     def schedule(self) -> Schedule:
@@ -137,12 +138,13 @@ class Method:
                                generator=self.generator, params=self.trainable_parameters(),
                                desc=f"round {round_idx} classifier", show_progress=cfg.progress)
         timings["classifier"] = time.perf_counter() - t0
-        self.extra_stage(rnd)
+        extra = self.extra_stage(rnd) or {}
         t0 = time.perf_counter()
         self.update_memory(rnd)
         timings["memory"] = time.perf_counter() - t0
         record = self.evaluate(rnd)
         record["losses"] = history[-1] if history else {}
+        record.update(extra)
         if dd is not None:
             record.update(dd.record)
         self.old_model = self._frozen_copy()
@@ -169,6 +171,24 @@ class Method:
                    test_indices=self.scenario.test_indices(range(rnd.num_seen)),
                    generator=self.generator, round_idx=rnd.idx)
         return dd
+
+    def state(self) -> dict:
+        """Everything the next round needs, as tensors and plain values (a checkpoint)."""
+        return {"model": self.model.state_dict(),
+                "bias_ranges": [[b.start, b.end] for b in self.model.bias_layers],
+                "memory": {str(c): torch.from_numpy(idx) for c, idx in self.memory.ranked.items()},
+                "class_means": self.class_means.cpu()}
+
+    def load_state(self, state: dict) -> None:
+        """Restore `state()`; the old model is then the restored model, as after a round."""
+        self.model.bias_layers = nn.ModuleList(BiasLayer(a, b) for a, b in state["bias_ranges"])
+        checkpoint.load_resized(self.model, state["model"])
+        for p in self.model.bias_layers.parameters():
+            p.requires_grad_(False)  # bias layers freeze once trained
+        self.model.to(self.device)
+        self.memory.ranked = {int(c): idx.numpy() for c, idx in state["memory"].items()}
+        self.class_means = state["class_means"].to(self.device)
+        self.old_model = self._frozen_copy()
 
     def _frozen_copy(self) -> Net:
         old = copy.deepcopy(self.model).eval()

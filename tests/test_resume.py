@@ -1,0 +1,73 @@
+"""Per-round checkpoints: resume, corruption, shared round 1, safe loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import ddlib
+from ddlib import checkpoint, results
+from ddlib.run import checkpoint_path, round_one_path
+
+
+def _accs(payload):
+    return [(r["acc_cnn"], r["acc_nme"], r["confusion_cnn"]) for r in payload["rounds"]]
+
+
+def test_resume_after_losing_the_last_rounds_equals_uninterrupted(smoke):
+    cfg = smoke(dd=True)
+    full = ddlib.run(cfg, verbose=False)
+    results.result_path(cfg).unlink()
+    for r in (3, 4):
+        checkpoint_path(cfg, r).unlink()
+    resumed = ddlib.run(cfg, verbose=False)
+    assert _accs(resumed) == _accs(full)
+    assert resumed["rounds"][1]["time"] == full["rounds"][1]["time"]  # rounds 1-2 reloaded
+
+
+def test_truncated_checkpoint_is_reported_and_recomputed(smoke):
+    cfg = smoke()
+    full = ddlib.run(cfg, verbose=False)
+    results.result_path(cfg).unlink()
+    path = checkpoint_path(cfg, 4)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=str(path.name)):
+        again = ddlib.run(cfg, verbose=False)
+    assert _accs(again) == _accs(full)
+
+
+def test_corrupt_result_file_is_recomputed(smoke):
+    cfg = smoke()
+    full = ddlib.run(cfg, verbose=False)
+    results.result_path(cfg).write_text('{"schema_version": 1, "rou')
+    again = ddlib.run(cfg, verbose=False)
+    assert _accs(again) == _accs(full)
+
+
+def test_dd_run_reuses_the_baselines_round_one(smoke):
+    ddlib.run(smoke(), verbose=False)
+    assert round_one_path(smoke()) == round_one_path(smoke(dd=True, similar_k=2))
+    with_dd = ddlib.run(smoke(dd=True), verbose=False)
+    assert with_dd["rounds"][0]["time"] == ddlib.run(smoke(), verbose=False)["rounds"][0]["time"]
+
+
+def test_checkpoint_with_a_pickled_object_is_refused(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (print, ("side effect",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Boom()}, path)
+    with pytest.warns(UserWarning, match="evil.pt"):
+        assert checkpoint.load(path) is None
+
+
+def test_checkpoint_of_another_config_is_refused(smoke):
+    cfg = smoke()
+    ddlib.run(cfg, verbose=False)
+    results.result_path(cfg).unlink()
+    state = torch.load(checkpoint_path(cfg, 4), weights_only=True)
+    state["identity"] = "something-else"
+    torch.save(state, checkpoint_path(cfg, 4))
+    with pytest.raises(ValueError, match="fresh"):
+        ddlib.run(cfg, verbose=False)
