@@ -38,8 +38,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         dataset="synthetic", synthetic_classes=100, synthetic_superclasses=20,
         train_per_class=100, test_per_class=40, image_size=16, width=0.5, channels_last=False,
         increment=10, memory=800,
-        epochs=16, milestones=(8, 12), batch_size=64,
-        expert_epochs=8, expert_milestones=(4, 6), expert_balanced_epochs=4,
+        epochs=12, milestones=(6, 9), batch_size=64,
+        expert_epochs=6, expert_milestones=(3, 5), expert_balanced_epochs=3,
         expert_balanced_milestones=(2,), bic_epochs=30,
     ),
     "paper": dict(
