@@ -96,7 +96,8 @@ class DiscriminativeDistillation:
         history_a = engine.train(expert, data, np.concatenate([new_idx, *old_idx]), loss_fn,
                                  self.stage_a, generator=generator, show_progress=self.show_progress,
                                  desc=f"round {round_idx} expert A")
-        acc_a = self._accuracy(expert, data, test_indices, to_local)
+        self._eval = (data, test_indices, to_local)
+        acc_a = self.accuracy(expert)
         per_old = min((len(i) for i in old_idx), default=None)
         rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
 
@@ -119,7 +120,7 @@ class DiscriminativeDistillation:
             "similar_pairs": [[c, o, round(d, 4)] for c, o, d in pairs],
             "expert_classes": classes,
             "expert_acc_a": acc_a,
-            "expert_acc_b": self._accuracy(expert, data, test_indices, to_local),
+            "expert_acc_b": self.accuracy(expert),
             "expert_loss_a": history_a[-1]["loss"] if history_a else None,
             "expert_loss_b": history_b[-1]["loss"] if history_b else None,
         }
@@ -129,11 +130,14 @@ class DiscriminativeDistillation:
             _, expert_logits = self.expert(x)
         return dd_loss(logits, expert_logits, self.idx, self.temperature)
 
-    def _accuracy(self, expert: Net, data: DeviceData, test_indices: np.ndarray,
-                  to_local: Tensor) -> float:
-        """Top-1 (%) on the test images of the expert's t classes, over its t outputs."""
+    def accuracy(self, model: Net, *, classifier: bool = False) -> float:
+        """Top-1 (%) on the test images of the expert's t classes, argmax over those t
+        outputs: of the expert, or of a classifier (its logits at `idx`), to compare them."""
+        data, test_indices, to_local = self._eval
         y = data.test_y[torch.as_tensor(test_indices, device=data.test_y.device)]
         keep = torch.isin(y, self.idx)
         images = data.test_x[torch.as_tensor(test_indices, device=y.device)][keep]
-        _, logits = engine.infer(expert, data, images)
+        _, logits = engine.infer(model, data, images)
+        if classifier:  # global logits -> the expert's t classes, in the expert's order
+            logits = logits[:, self.idx]
         return round(100.0 * float((logits.argmax(1) == to_local[y[keep]]).float().mean()), 2)

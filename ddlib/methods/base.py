@@ -145,8 +145,8 @@ class Method:
         record = self.evaluate(rnd)
         record["losses"] = history[-1] if history else {}
         record.update(extra)
-        if dd is not None:
-            record.update(dd.record)
+        if dd is not None:  # the expert's accuracy next to the classifier's on its classes
+            record.update(dd.record, classifier_acc_on_expert_classes=dd.accuracy(self.model, classifier=True))
         self.old_model = self._frozen_copy()
         timings["total"] = time.perf_counter() - start
         record["time"] = {k: round(v, 3) for k, v in timings.items()}

@@ -1,0 +1,298 @@
+"""The paper's figures from stored results, one function per exhibit (PROTOCOL 5).
+
+Every function builds its figure with `plt.subplots`, closes the pyplot handle and returns
+the `Figure`, so a notebook cell ending with the call shows it exactly once. Style follows
+the seed's figures: baseline blue, +DD orange (Figures 1 and 3), accuracies in %.
+Inputs are what `ddlib.results.load` (a tidy frame) or `ddlib.results.read` (records)
+give, or a results folder / JSON path; the numbers come from `ddlib.analysis`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterable
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+from . import analysis
+from .analysis import METHOD_LABELS, Results
+
+BASELINE, DD = "#1f77b4", "#ff7f0e"  # matplotlib's first two colours, as in the seed
+METHOD_COLORS = {"lwf": "#2ca02c", "icarl": "#1f77b4", "ucir": "#9467bd", "bic": "#d62728"}
+METHOD_ORDER = ("lwf", "icarl", "ucir", "bic")
+ARMS = ("B", "0", "1", "2", "3", "4")
+_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+          "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+          "axes.spines.right": False}
+
+
+def _exhibit(func: Callable[..., Figure]) -> Callable[..., Figure]:
+    """Draw `func`'s figure under the shared style, then close its pyplot handle."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        with plt.rc_context(_STYLE):
+            fig = func(*args, **kwargs)
+        plt.close(fig)
+        return fig
+
+    return wrapper
+
+
+def _figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float]) -> tuple[Figure, Any]:
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
+    return fig, axes
+
+
+def _methods(present: Iterable[str], methods: Iterable[str] | None) -> list[str]:
+    present = set(present)
+    if methods is not None:
+        unknown = sorted(set(methods) - present)
+        if unknown:
+            raise ValueError(f"no results for method(s) {unknown}; present: {sorted(present)}")
+        return list(methods)
+    return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
+
+
+def _setting(frame: pd.DataFrame) -> str:
+    orders = sorted(int(o) for o in frame["order"].unique())
+    what = f"{len(orders)} orders {orders}" if len(orders) > 1 else f"order {orders[0]}"
+    return f"{frame['dataset'].iloc[0]}, {frame['profile'].iloc[0]} profile, {what}"
+
+
+# ----------------------------------------------------------------------------- Figures 3-5
+
+
+@_exhibit
+def accuracy_curves(data: pd.DataFrame | Results, *, dataset: str | None = None,
+                    profile: str | None = None, methods: Iterable[str] | None = None,
+                    increments: Iterable[int] | None = None, similar_k: int = 1,
+                    rule: str | None = None) -> Figure:
+    """Figures 3-5: top-1 accuracy vs classes learned, baseline (blue) and +DD (orange),
+    mean over orders with +-1 std error bars; rows = increments, columns = methods; the
+    legend gives each curve's average incremental accuracy."""
+    frame = analysis.select(analysis.as_frame(data), dataset=dataset, profile=profile)
+    summary = analysis.accuracy_summary(frame, similar_k=similar_k, rule=rule)
+    cols = _methods(summary["method"], methods)
+    rows = list(increments) if increments is not None else sorted(summary["increment"].unique())
+    fig, axes = _figure(len(rows), len(cols),
+                        size=(max(2.9 * len(cols) + 0.4, 4.2), 2.4 * len(rows) + 0.6))
+    for i, inc in enumerate(rows):
+        for j, method in enumerate(cols):
+            ax = axes[i, j]
+            part = summary[(summary["increment"] == inc) & (summary["method"] == method)]
+            if part.empty:
+                ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+            for dd, color, marker in ((False, BASELINE, "o"), (True, DD, "s")):
+                curve = part[part["dd"] == dd].sort_values("classes_seen")
+                if curve.empty:
+                    continue
+                name = METHOD_LABELS.get(method, method) + ("+DD" if dd else "")
+                ax.errorbar(curve["classes_seen"], curve["mean"], yerr=curve["std"],
+                            color=color, marker=marker, markersize=3.5, linewidth=1.4,
+                            capsize=2, label=f"{name} ({curve['avg_inc_mean'].iloc[0]:.1f})")
+            if not part.empty:
+                ax.legend(loc="best", frameon=False, title="avg. inc. acc.",
+                          title_fontsize=7)
+                ticks = sorted(part["classes_seen"].unique())
+                if len(ticks) <= 12:
+                    ax.set_xticks(ticks)
+            if i == 0:
+                ax.set_title(METHOD_LABELS.get(method, method))
+            if i == len(rows) - 1:
+                ax.set_xlabel("Number of classes")
+            if j == 0:
+                ax.set_ylabel(f"{inc} classes / round\nAccuracy (%)")
+    sep = "\n" if len(cols) < 3 else " "
+    fig.suptitle(f"Top-1 accuracy over rounds{sep}({_setting(frame)}; mean ± std)", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- Figure 7
+
+
+@_exhibit
+def ablation(data: pd.DataFrame | Results, *, dataset: str | None = None,
+             profile: str | None = None, increment: int | None = None,
+             methods: Iterable[str] | None = None, rule: str | None = None) -> Figure:
+    """Figure 7: accuracy vs number of similar old classes per new class (B = baseline, 0 =
+    expert on new classes only); left final round, right average over rounds; one line per
+    method, mean over orders with +-1 std error bars."""
+    frame = analysis.select(analysis.as_frame(data), dataset=dataset, profile=profile,
+                            increment=increment)
+    summary = analysis.ablation_summary(frame, rule=rule)
+    fig, axes = _figure(1, 2, size=(8.0, 3.2))
+    for ax, key, title in ((axes[0, 0], "final", "Final round"),
+                           (axes[0, 1], "avg", "Average over all rounds")):
+        for method in _methods(summary["method"], methods):
+            line = summary[summary["method"] == method].dropna(subset=["arm"])
+            x = [ARMS.index(a) for a in line["arm"]]
+            ax.errorbar(x, line[f"{key}_mean"], yerr=line[f"{key}_std"], marker="o",
+                        markersize=4, capsize=2, color=METHOD_COLORS.get(method),
+                        label=METHOD_LABELS.get(method, method))
+        ax.set_xticks(range(len(ARMS)), ARMS)
+        ax.set_xlim(-0.4, len(ARMS) - 0.6)
+        ax.set_xlabel("Similar old classes per new class (B = baseline)")
+        ax.set_ylabel("Accuracy (%)")
+        ax.set_title(title)
+    axes[0, 1].legend(frameon=False)
+    inc = frame["increment"].iloc[0]
+    fig.suptitle(f"Ablation over similar classes ({_setting(frame)}, {inc} classes / round)",
+                 fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- Figure 1
+
+
+@_exhibit
+def class_accuracy(results: Results, class_name: str, *, rule: str | None = None) -> Figure:
+    """Figure 1: accuracy of one class over the rounds after it is learned, baseline (blue)
+    vs +DD (orange); dotted lines mark the rounds where its superclass siblings arrive."""
+    records = analysis.as_results(results)
+    track = analysis.class_accuracy(records, class_name, rule=rule)
+    fig, axes = _figure(1, 1, size=(5.0, 3.2))
+    ax = axes[0, 0]
+    multi = track["order"].nunique() > 1
+    for (run, order), line in track.groupby(["run", "order"], sort=False):
+        color = DD if "+DD" in run else BASELINE
+        label = f"{run} ({line['rule'].iloc[0].upper()})" + (f", order {order}" if multi else "")
+        ax.plot(line["round"], line["accuracy"], marker="o", color=color, label=label,
+                linestyle="-" if order == track["order"].iloc[0] else "--")
+    if records[0].get("coarse") is not None:
+        siblings = analysis.superclass_arrivals(records[0], class_name)
+        siblings = siblings[(siblings["class"] != class_name) & siblings["round"].notna()]
+        for rnd, group in siblings.groupby("round"):
+            ax.axvline(rnd, color="grey", linestyle=":", linewidth=1)
+            ax.annotate("+ " + ", ".join(group["class"]), (rnd, 1.0),
+                        xycoords=("data", "axes fraction"), rotation=90, ha="right",
+                        va="top", fontsize=7, color="dimgrey")
+    rounds = sorted(track["round"].unique())
+    ax.set_xticks(rounds)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("Round")
+    ax.set_ylabel(f"Accuracy on '{class_name}' (%)")
+    ax.legend(frameon=False, loc="best")
+    cfg = records[0]["config"]
+    ax.set_title(f"'{class_name}' over rounds ({cfg['dataset']}, order {cfg['order']}, "
+                 f"{cfg['increment']} classes / round)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- Figure 6
+
+
+@_exhibit
+def gradcam_grid(series: Any, dd: Results | None = None, *, num_images: int = 1,
+                 test_indices: list[int] | None = None, device: str = "cpu",
+                 layer: str = "block_out", alpha: float = 0.5) -> Figure:
+    """Figure 6: Grad-CAM of round-1 test images through every round (columns), baseline and
+    +DD (rows per image), overlaid on the image; under each cell a tick (correct) or a cross
+    (wrong, with the predicted class). `series` is a `gradcam.GradCamSeries`, or the baseline
+    result with `dd` its +DD result (the series is then computed from their checkpoints)."""
+    from .gradcam import GradCamSeries, gradcam_over_rounds
+
+    if not isinstance(series, GradCamSeries):
+        if dd is None:
+            raise ValueError("pass a GradCamSeries, or the baseline and +DD results")
+        series = gradcam_over_rounds(series, dd, num_images=num_images,
+                                     test_indices=test_indices, device=device, layer=layer)
+    n_img, n_runs, n_rounds = len(series.labels), len(series.runs), len(series.rounds)
+    fig, axes = _figure(n_img * n_runs, n_rounds,
+                        size=(1.25 * n_rounds + 1.0, 1.55 * n_img * n_runs + 0.5))
+    correct = series.correct
+    for i in range(n_img):
+        for r in range(n_runs):
+            row = i * n_runs + r
+            for k in range(n_rounds):
+                ax = axes[row, k]
+                ax.imshow(series.images[i], interpolation="bilinear")
+                ax.imshow(series.maps[r, k, i], cmap="jet", alpha=alpha, vmin=0, vmax=1,
+                          interpolation="bilinear")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.grid(False)
+                ax.spines[:].set_visible(False)
+                ok = bool(correct[r, k, i])
+                mark = "✓" if ok else "✗ " + series.predicted_names[r][k][i]
+                ax.set_xlabel(mark, color="tab:green" if ok else "tab:red",
+                              fontsize=9 if ok else 7, labelpad=2)
+                if row == 0:
+                    ax.set_title(f"round {series.rounds[k]}", fontsize=8)
+            axes[row, 0].set_ylabel(f"{series.runs[r]}\n'{series.class_names[i]}'",
+                                    fontsize=8)
+    fig.suptitle("Grad-CAM of the true class over rounds", fontsize=10)
+    return fig
+
+
+# ----------------------------------------------------------------------------- confusion
+
+
+@_exhibit
+def confusion_heatmap(result: Results, round_idx: int | None = None, *,
+                      rule: str | None = None, normalize: bool = True) -> Figure:
+    """Confusion matrix of one round (last by default) with classes grouped by superclass;
+    the boxes on the diagonal are the superclasses, so errors inside them are confusions."""
+    record = analysis.as_results(result)
+    if len(record) != 1:
+        raise ValueError(f"confusion_heatmap shows one run, got {len(record)}")
+    record = record[0]
+    rule = rule or record["inference"]
+    matrix = analysis.confusion_by_superclass(record, round_idx, rule=rule, normalize=normalize)
+    n = len(matrix)
+    fig, axes = _figure(1, 1, size=(5.6, 4.8))
+    ax = axes[0, 0]
+    ax.grid(False)
+    image = ax.imshow(matrix.to_numpy(), cmap="viridis", interpolation="nearest",
+                      vmin=0, vmax=100 if normalize else None)
+    fig.colorbar(image, ax=ax, shrink=0.85,
+                 label="% of the true class's images" if normalize else "images")
+    for _, first, last in matrix.attrs["superclasses"]:
+        ax.add_patch(plt.Rectangle((first - 0.5, first - 0.5), last - first + 1,
+                                   last - first + 1, fill=False, edgecolor="white",
+                                   linewidth=1.0))
+    groups = matrix.attrs["superclasses"]
+    if n <= 40:
+        ax.set_xticks(range(n), matrix.columns, rotation=90, fontsize=6)
+        ax.set_yticks(range(n), matrix.index, fontsize=6)
+    elif groups:
+        centres = [(a + b) / 2 for _, a, b in groups]
+        ax.set_xticks(centres, [g for g, _, _ in groups], rotation=90, fontsize=6)
+        ax.set_yticks(centres, [g for g, _, _ in groups], fontsize=6)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    ax.set_title(f"{analysis.display_name(record)}, round {matrix.attrs['round']} "
+                 f"({n} classes, {rule.upper()})")
+    return fig
+
+
+# ----------------------------------------------------------------------------- pairs
+
+
+@_exhibit
+def pair_superclass_share(results: Results) -> Figure:
+    """Share of the expert's (new, old) pairs that lie in one superclass, per round and run
+    (mean over orders), against the share a random old class would give (grey dashed)."""
+    share = analysis.pair_superclass_share(results)
+    if share.empty:
+        raise ValueError("no similar-class pairs in these results (+DD runs with similar_k >= 1)")
+    fig, axes = _figure(1, 1, size=(5.0, 3.2))
+    ax = axes[0, 0]
+    mean = share.groupby(["run", "round"], sort=False)[["share", "chance"]].mean().reset_index()
+    for i, (run, line) in enumerate(mean.groupby("run", sort=False)):
+        method = next((m for m, label in METHOD_LABELS.items() if run.startswith(label)), None)
+        ax.plot(line["round"], line["share"], marker="o",
+                color=METHOD_COLORS.get(method, f"C{i}"), label=run)
+    chance = mean.groupby("round")["chance"].mean()
+    ax.plot(chance.index, chance.to_numpy(), color="grey", linestyle="--",
+            label="random old class")
+    ax.set_xticks(sorted(mean["round"].unique()))
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("Round")
+    ax.set_ylabel("Pairs within one superclass (%)")
+    orders = sorted(int(o) for o in share["order"].unique())
+    ax.set_title(f"Similar-class pairs in one superclass (mean over orders {orders})")
+    ax.legend(frameon=False)
+    return fig
