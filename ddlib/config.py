@@ -39,8 +39,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         train_per_class=100, test_per_class=40, image_size=16, width=0.5, channels_last=False,
         increment=10, memory=800,
         epochs=12, milestones=(6, 9), batch_size=64,
-        expert_epochs=6, expert_milestones=(3, 5), expert_balanced_epochs=3,
-        expert_balanced_milestones=(2,), bic_epochs=30,
+        expert_epochs=10, expert_milestones=(5, 8), expert_balanced_epochs=5,
+        expert_balanced_milestones=(3,), bic_epochs=30,
     ),
     "paper": dict(
         dataset="cifar100", synthetic_classes=100, synthetic_superclasses=20,
@@ -200,9 +200,19 @@ class RunConfig:
             name += f"-k{self.similar_k}"
         return name
 
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """The config stored in a result or checkpoint (JSON lists back to tuples); fields
+        unknown to this version are refused by the constructor."""
+        values = dict(values)
+        for key in ("milestones", "expert_milestones", "expert_balanced_milestones"):
+            values[key] = tuple(values[key])
+        return cls(**values)
+
     def identity(self, *, exclude: frozenset[str] = frozenset()) -> str:
-        """Short hash of every field that changes the result (not where or how fast it runs)."""
-        skip = RUNTIME_FIELDS | exclude
+        """Short hash of every field that changes the result (not where or how fast it runs).
+        Without DD the expert's settings change nothing, so they are left out."""
+        skip = RUNTIME_FIELDS | exclude | (frozenset() if self.dd else DD_FIELDS - {"dd"})
         items = {k: v for k, v in self.as_dict().items() if k not in skip}
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -212,8 +222,9 @@ class RunConfig:
                                  similar_k=self.similar_k, order=self.order,
                                  increment=self.increment, init_classes=self.init_classes,
                                  dataset=self.dataset)
+        skip = RUNTIME_FIELDS | (frozenset() if self.dd else DD_FIELDS)
         return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in RUNTIME_FIELDS and getattr(self, f.name) != getattr(base, f.name)}
+                if f.name not in skip and getattr(self, f.name) != getattr(base, f.name)}
 
     def round_one_identity(self) -> str:
         """Identity of round 1 alone: DD never acts in round 1, so baseline and +DD share it

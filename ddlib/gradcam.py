@@ -84,19 +84,11 @@ def grad_cam(model: Net, images: Tensor, targets: int | Tensor, *,
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def run_config(result: dict) -> RunConfig:
-    """The `RunConfig` of a stored result (JSON lists back to tuples)."""
-    values = dict(result["config"])
-    for key in ("milestones", "expert_milestones", "expert_balanced_milestones"):
-        values[key] = tuple(values[key])
-    return RunConfig(**values)
-
-
 def _locate(run: dict | str | Path) -> tuple[dict, RunConfig]:
     """Record and config of a run; a JSON path moved since the run keeps its checkpoints
     findable because `results_dir` is re-derived from where the file lies now."""
     result = as_results(run)[0]
-    cfg = run_config(result)
+    cfg = RunConfig.from_dict(result["config"])
     if isinstance(run, (str, Path)) and Path(run).is_file():
         path = Path(run).resolve()
         # <results_dir>/<profile>/<dataset>/<run_name>/inc<N>/<file>.json (ddlib.results)

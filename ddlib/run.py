@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, checkpoint, data, results
-from .config import RUNTIME_FIELDS, RunConfig
+from .config import RunConfig
 from .engine import DeviceData
 from .methods import METHODS
 from .metrics import average_incremental_accuracy
@@ -135,5 +135,8 @@ def _row(rec: dict) -> str:
 
 
 def _same_run(stored: dict, cfg: RunConfig) -> bool:
-    """A stored config is the same run when only runtime fields differ."""
-    return all(stored.get(k) == v for k, v in cfg.as_dict().items() if k not in RUNTIME_FIELDS)
+    """A stored config is the same run when its identity is this config's."""
+    try:
+        return RunConfig.from_dict(stored).identity() == cfg.identity()
+    except (TypeError, KeyError):  # written by another version of RunConfig
+        return False

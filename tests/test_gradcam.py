@@ -144,7 +144,7 @@ def test_gradcam_over_rounds(smoke_pair):
     assert len(set(series.labels)) == 2 and max(series.labels) < series.classes_seen[0]
     assert series.correct.shape == (2, rounds, 2)
     np.testing.assert_array_equal(series.maps[0, 0], series.maps[1, 0])  # round 1 is shared
-    scenario = load_scenario(gradcam.run_config(base))
+    scenario = load_scenario(RunConfig.from_dict(base["config"]))
     late = int(scenario.test_indices([scenario.seen(rounds) - 1])[0])  # a last-round class
     with pytest.raises(ValueError, match="round-1 class"):
         gradcam.gradcam_over_rounds(base, dd, test_indices=[late])

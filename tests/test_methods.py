@@ -60,3 +60,9 @@ def test_store_paths_differ_by_identity(smoke):
     paths = {results.result_path(smoke(**kw)) for kw in
              [{}, {"dd": True}, {"order": 1}, {"dd": True, "similar_k": 2}, {"epochs": 2}]}
     assert len(paths) == 5
+
+
+def test_expert_settings_do_not_split_baseline_runs(smoke):
+    assert results.result_path(smoke(expert_epochs=5)) == results.result_path(smoke())
+    assert (results.result_path(smoke(dd=True, expert_epochs=5))
+            != results.result_path(smoke(dd=True)))
