@@ -38,7 +38,7 @@ def as_results(obj: Results) -> list[Result]:
     if isinstance(obj, (str, Path)):
         path = resolve_path(obj)
         if path.is_dir():
-            found = [store.read(p) for p in sorted(path.rglob("*.json"))]
+            found = [payload for _, payload in store.scan(path)[0]]
             if not found:
                 raise ValueError(f"no result files under {path}")
             return found
@@ -73,15 +73,7 @@ def to_frame(results: Results) -> pd.DataFrame:
     rows = []
     for i, payload in enumerate(as_results(results)):
         cfg = payload["config"]
-        for rec in payload["rounds"]:
-            rows.append({
-                "run": cfg["method"] + ("+dd" if cfg["dd"] else ""), "method": cfg["method"],
-                "dd": cfg["dd"], "similar_k": cfg["similar_k"], "order": cfg["order"],
-                "increment": cfg["increment"], "profile": cfg["profile"],
-                "dataset": cfg["dataset"], "round": rec["round"],
-                "classes_seen": rec["classes_seen"], "acc_cnn": rec["acc_cnn"],
-                "acc_nme": rec["acc_nme"], "acc": rec[f"acc_{payload['inference']}"],
-                "path": f"<record {i}: {display_name(cfg)} order {cfg['order']}>"})
+        rows += store.frame_rows(payload, f"<record {i}: {display_name(cfg)} order {cfg['order']}>")
     return pd.DataFrame(rows)
 
 

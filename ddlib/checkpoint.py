@@ -6,8 +6,6 @@ can never run code; a truncated or corrupted file is reported and treated as mis
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -15,20 +13,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .utils import atomic_write
+
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    """torch.save to a temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OSError(f"could not write checkpoint {path}: {err}") from err
+    """torch.save to a temp file in the same folder, fsync, rename; an OSError names `path`."""
+    atomic_write(path, lambda f: torch.save(state, f), what="checkpoint ")
 
 
 def load(path: Path) -> dict[str, Any] | None:

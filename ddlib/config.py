@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -51,6 +52,14 @@ PROFILES: dict[str, dict[str, Any]] = {
         expert_balanced_milestones=(20,), bic_epochs=200,
     ),
 }
+
+
+# Upper bounds far above every profile, low enough that a typo fails here instead of
+# exhausting memory or threads mid-run (fields not listed: int32, see validate).
+LIMITS: dict[str, float] = dict(synthetic_classes=10_000, synthetic_superclasses=10_000,
+                                train_per_class=100_000, test_per_class=100_000,
+                                image_size=1024, width=64.0, threads=1024)
+SYNTHETIC_MAX_BYTES = 16 * 2**30  # uint8 images of the synthetic set
 
 
 @dataclass(frozen=True)
@@ -149,6 +158,23 @@ class RunConfig:
         _one_of("method", self.method, tuple(METHODS))
         _one_of("dataset", self.dataset, DATASETS)
         _one_of("device", self.device, DEVICES)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name}={value} must be a finite number")
+            high = 2**32 if f.name == "seed" else 2**31  # seed: 1993 + order by default
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= high:
+                raise ValueError(f"{f.name}={value} is out of range (|value| < {high})")
+        for name, high in LIMITS.items():
+            if getattr(self, name) is not None and getattr(self, name) > high:
+                raise ValueError(f"{name}={getattr(self, name)} must be <= {high}")
+        if self.dataset == "synthetic":
+            size = (self.synthetic_classes * (self.train_per_class + self.test_per_class)
+                    * self.image_size**2 * 3)
+            if size > SYNTHETIC_MAX_BYTES:
+                raise ValueError(f"the synthetic dataset would take {size / 2**30:.0f} GiB "
+                                 "(> 16): lower synthetic_classes, train_per_class, "
+                                 "test_per_class or image_size")
         for name in ("epochs", "batch_size", "expert_epochs", "memory", "increment",
                      "init_classes", "synthetic_classes", "synthetic_superclasses",
                      "train_per_class", "test_per_class"):
@@ -165,7 +191,7 @@ class RunConfig:
         if not 0 <= self.similar_k <= 4:
             raise ValueError(f"similar_k={self.similar_k} is out of range; allowed: 0..4")
         for name in ("temperature_old", "temperature_new"):
-            if getattr(self, name) < 1:
+            if not getattr(self, name) >= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1 (Eq. 2 needs T >= 1)")
         for name in ("lr", "expert_lr", "expert_balanced_lr", "width"):
             if not getattr(self, name) > 0:
@@ -242,5 +268,5 @@ def _positive(name: str, value: Any) -> None:
 
 
 def _at_least(name: str, value: Any, low: float) -> None:
-    if value is None or value < low:
+    if value is None or not value >= low:  # `not >=` also refuses NaN
         raise ValueError(f"{name}={value!r} must be >= {low}")

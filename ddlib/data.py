@@ -7,6 +7,8 @@ Loaders: ``synthetic`` (the embedded default, see DESIGN.md), ``cifar100`` and `
 from __future__ import annotations
 
 import pickle
+import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -262,7 +264,15 @@ def arrays(path: str | Path) -> ImageArrays:
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"arrays file not found: {path.resolve()}")
-    with np.load(path, allow_pickle=False) as npz:
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:  # text, pickle, empty, cut
+        raise ValueError(f"{path}: not a readable .npz archive (write it with numpy.savez): "
+                         f"{type(err).__name__}: {err}") from err
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: holds one array (.npy), not a .npz archive of named arrays "
+                         "(write it with numpy.savez)")
+    with npz:
         missing = [k for k in _NPZ_KEYS[:4] if k not in npz.files]
         unknown = [k for k in npz.files if k not in _NPZ_KEYS]
         if missing or unknown:
@@ -273,7 +283,12 @@ def arrays(path: str | Path) -> ImageArrays:
             try:
                 d[k] = npz[k]
             except ValueError as err:  # object arrays need pickle, refused for safety
-                raise ValueError(f"{k}: stored as Python objects; save a plain array") from err
+                raise ValueError(f"{k}: stored as Python objects or damaged ({err}); save a "
+                                 "plain numeric or string array") from err
+            except (OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as err:
+                raise ValueError(f"{path}: {k} is damaged ({type(err).__name__}: {err})") from err
+            if not isinstance(d[k], np.ndarray):  # a member that is not in .npy format
+                raise ValueError(f"{path}: {k} is not a .npy array inside the archive")
     for split in ("train", "test"):
         _check_images(f"{split}_x", d[f"{split}_x"])
         _check_ints(f"{split}_y", d[f"{split}_y"], len(d[f"{split}_x"]))
@@ -291,11 +306,17 @@ def arrays(path: str | Path) -> ImageArrays:
     coarse = d.get("coarse")
     if coarse is not None:
         _check_ints("coarse", coarse, num_classes)
+        if coarse.max() >= num_classes:  # more superclasses than classes: not a hierarchy
+            raise ValueError(f"coarse: superclass indices must be < {num_classes} (the number "
+                             f"of classes), found {int(coarse.max())}")
     names = d.get("class_names", np.array([f"class{c:03d}" for c in range(num_classes)]))
     if names.dtype.kind != "U" or names.shape != (num_classes,):
         raise ValueError(f"class_names: expected {num_classes} strings, got dtype {names.dtype} "
                          f"and shape {names.shape}")
     mean, std = _channel_stats(d["train_x"])
+    if min(std) == 0:  # normalisation divides by the channel's std
+        raise ValueError(f"train_x: channel {std.index(min(std))} is constant (std 0); "
+                         "per-channel normalisation needs varying pixels")
     return ImageArrays(
         path.stem, d["train_x"], d["train_y"].astype(np.int64), d["test_x"],
         d["test_y"].astype(np.int64), class_names=names.tolist(),

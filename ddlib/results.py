@@ -8,6 +8,7 @@ never share a file.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -37,32 +38,69 @@ def read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         payload = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError, RecursionError) as err:  # ValueError: bad JSON or not UTF-8
         raise ValueError(f"{path}: not a readable result file ({err})") from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a result file (a JSON {type(payload).__name__})")
     if payload.get("schema_version") != SCHEMA_VERSION:
         raise ValueError(f"{path}: schema_version {payload.get('schema_version')!r}, "
                          f"expected {SCHEMA_VERSION}")
+    kinds = {"config": dict, "rounds": list, "inference": str}
+    bad = [k for k, kind in kinds.items() if not isinstance(payload.get(k), kind)]
+    if bad:
+        raise ValueError(f"{path}: not a complete result file (missing or malformed {bad})")
     return payload
+
+
+def scan(results_dir: str | Path = "results") -> tuple[list[tuple[Path, dict[str, Any]]],
+                                                       list[tuple[Path, str]]]:
+    """Every current-schema result under `results_dir` as (path, payload), and every other
+    `*.json` file as (path, why it was skipped): older schema, unreadable, not a result.
+    Checkpoints (.pt), temp files of interrupted writes and folders are not looked at."""
+    found, skipped = [], []
+    root = resolve_path(results_dir)
+    for path in sorted(root.rglob("*.json")):
+        if not path.is_file():
+            continue
+        try:
+            found.append((path, read(path)))
+        except ValueError as err:
+            skipped.append((path, str(err)))
+    return found, skipped
+
+
+def frame_rows(payload: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    """The tidy rows (one per round) of one result; `source` fills the `path` column."""
+    cfg = payload["config"]
+    return [{"run": cfg["method"] + ("+dd" if cfg["dd"] else ""), "method": cfg["method"],
+             "dd": cfg["dd"], "similar_k": cfg["similar_k"], "order": cfg["order"],
+             "increment": cfg["increment"], "profile": cfg["profile"],
+             "dataset": cfg["dataset"], "round": rec["round"],
+             "classes_seen": rec["classes_seen"], "acc_cnn": rec["acc_cnn"],
+             "acc_nme": rec["acc_nme"], "acc": rec[f"acc_{payload['inference']}"],
+             "path": source} for rec in payload["rounds"]]
 
 
 def load(results_dir: str | Path = "results", **match: Any):
     """Tidy DataFrame, one row per (run, round), of every result under `results_dir` whose
-    config matches `match` (e.g. profile="cpu", method="icarl")."""
+    config matches `match` (e.g. profile="cpu", method="icarl"). Files that are not
+    current-schema results are skipped with a warning and listed, as (path, reason), in
+    `frame.attrs["skipped"]`."""
     import pandas as pd
 
     rows = []
-    for path in sorted(resolve_path(results_dir).rglob("*.json")):
-        payload = read(path)
+    found, skipped = scan(results_dir)
+    for path, payload in found:
         cfg = payload["config"]
         if any(cfg.get(k) != v for k, v in match.items()):
             continue
-        for rec in payload["rounds"]:
-            rows.append({
-                "run": cfg["method"] + ("+dd" if cfg["dd"] else ""), "method": cfg["method"],
-                "dd": cfg["dd"], "similar_k": cfg["similar_k"], "order": cfg["order"],
-                "increment": cfg["increment"], "profile": cfg["profile"],
-                "dataset": cfg["dataset"], "round": rec["round"],
-                "classes_seen": rec["classes_seen"], "acc_cnn": rec["acc_cnn"],
-                "acc_nme": rec["acc_nme"], "acc": rec[f"acc_{payload['inference']}"],
-                "path": str(path)})
-    return pd.DataFrame(rows)
+        try:
+            rows += frame_rows(payload, str(path))
+        except (KeyError, TypeError) as err:
+            skipped.append((path, f"{path}: malformed result ({type(err).__name__}: {err})"))
+    if skipped:
+        warnings.warn(f"results.load skipped {len(skipped)} file(s) under {results_dir} "
+                      f"(listed in frame.attrs['skipped']), e.g. {skipped[0][1]}", stacklevel=2)
+    frame = pd.DataFrame(rows)
+    frame.attrs["skipped"] = skipped
+    return frame

@@ -15,7 +15,7 @@ from .config import RunConfig
 from .engine import DeviceData
 from .methods import METHODS
 from .metrics import average_incremental_accuracy
-from .utils import pick_device, resolve_path
+from .utils import pick_device, resolve_path, write_error
 
 
 def load_scenario(cfg: RunConfig) -> data.Scenario:
@@ -74,6 +74,10 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     device = pick_device(cfg.device)
     scenario = load_scenario(cfg)  # every input error surfaces here, before training
     store = results.result_path(cfg)
+    try:  # an unwritable results folder must fail now, not after round 1 trained
+        store.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise write_error(store, err) from err
     if not cfg.fresh and store.is_file():
         try:
             payload = results.read(store)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -52,19 +53,40 @@ def resolve_path(path: str | Path) -> Path:
     return (project_root() or Path.cwd()) / path
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def write_error(path: Path, err: OSError, what: str = "") -> OSError:
+    """`err` (disk full, no permission, a file where a folder should be) as an OSError of the
+    same errno whose message names `path`, the file that could not be written."""
+    message = f"could not write {what}{path}: {err.strerror or err}"
+    return OSError(err.errno, message) if err.errno else OSError(message)
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None], what: str = "") -> None:
+    """Call `write` on a temp file in `path`'s folder, fsync, rename over `path`: the file is
+    never half-written. An OSError names `path`; the temp file is removed on any failure."""
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as err:
+        raise write_error(path, err, what) from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise write_error(path, err, what) from err
         raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temp file in the same folder, then rename: never half-written. Disk
+    and permission errors are OSErrors naming `path`."""
+    text = json.dumps(payload, indent=1).encode()  # a payload that is not JSON fails here
+    atomic_write(path, lambda f: f.write(text))
 
 
 def progress(iterable: Iterable, *, enabled: bool = True, **kwargs: Any):
