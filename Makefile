@@ -1,13 +1,28 @@
 # ddbook: `make book` builds the HTML book, `make test` runs the test suite.
 # Both create the virtual environment .venv on first use.
+#
+#   make book                          the `cpu` profile on the synthetic data (default)
+#   make book PROFILE=smoke            seconds; what CI checks
+#   make book PROFILE=paper DATASETS=cifar100,...   on a GPU
+#   make test                          unit tests + nbval of every committed notebook
+#   make check-book                    smoke book + every page opened in headless Chromium
+#   make sweep                         only the experiment runs (papermill, resumable)
+#   make notebooks                     re-execute the committed notebooks in place (smoke)
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
+DATASETS ?= synthetic
+RESULTS ?= results
+SWEEP_FLAGS ?=
 STAMP := $(VENV)/.installed
+# Committed notebooks: the experiments and the book's own pages (not the executed runs).
+NOTEBOOKS = $(wildcard notebooks/*.ipynb) $(filter-out book/runs/%,$(wildcard book/*.ipynb))
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+BUILD_ENV := DDBOOK_PROFILE=$(PROFILE) DDBOOK_DATASETS=$(DATASETS) TQDM_DISABLE=1
 
-.PHONY: book test bench venv clean
+.PHONY: book test unit nbval check-book sweep notebooks bench venv clean
 
 venv: $(STAMP)
 
@@ -18,14 +33,44 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+# The experiment notebooks through papermill into book/runs/ (one page per method; a job whose
+# executed notebook and results are current is skipped, and runs resume inside ddlib).
+sweep: $(STAMP)
+	$(PY) -m ddlib sweep --profile $(PROFILE) --datasets $(DATASETS) \
+	  --results-dir $(RESULTS) --out book/runs $(SWEEP_FLAGS)
+
+# Sweep, drop the execution cache if results/ddlib/profile changed (it cannot see them), build.
+# -W turns a failing notebook into a failed build; the execution reports say why.
+book: sweep
+	$(PY) -c 'import sys, ddlib.book; sys.exit(ddlib.book.main(sys.argv[1:]))' \
+	  --profile $(PROFILE) --datasets $(DATASETS) --results-dir $(RESULTS)
+	$(BUILD_ENV) $(VENV)/bin/jupyter-book build . -W -n --keep-going \
+	  || { for f in _build/html/reports/*.log; do test -f "$$f" && { echo "== $$f"; cat "$$f"; }; done; exit 1; }
+	@echo "open _build/html/index.html"
+
+test: unit nbval
+
+unit: $(STAMP)
 	$(PY) -m pytest tests
 
-book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+# nbval re-runs every committed notebook and compares its outputs (strict). The smoke sweep
+# first fills the results store (side by side), so exhibit pages find their inputs; its
+# executed copies go to _build/, leaving the book's run pages alone.
+nbval: $(STAMP)
+	$(PY) -m ddlib sweep --profile smoke --datasets synthetic --results-dir $(RESULTS) \
+	  --out _build/test-runs
+	DDBOOK_PROFILE=smoke DDBOOK_DATASETS=synthetic $(PY) -m pytest $(NBVAL) \
+	  notebooks book --ignore=book/runs
+
+check-book: $(STAMP)
+	$(MAKE) book PROFILE=smoke DATASETS=synthetic
+	$(PY) tests/check_book.py _build/html --toc _toc.yml
+
+notebooks: $(STAMP)
+	$(PY) -m ddlib sweep --in-place $(NOTEBOOKS)
 
 bench: $(STAMP)
 	$(PY) -m ddlib bench
 
 clean:
-	rm -rf _build results
+	rm -rf _build results book/runs

@@ -5,6 +5,9 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import PROFILES, RunConfig  # noqa: E402
+from .book import glue  # noqa: E402
+from .plan import average_table, describe, headline, plan, run_all, summary_table  # noqa: E402
 from .run import run  # noqa: E402
 
-__all__ = ["PROFILES", "RunConfig", "__version__", "run"]
+__all__ = ["PROFILES", "RunConfig", "__version__", "average_table", "describe", "glue",
+           "headline", "plan", "run", "run_all", "summary_table"]

@@ -1,0 +1,185 @@
+"""A set of runs for one notebook: plan it, run it, summarise it.
+
+The experiment notebooks (`notebooks/<method>.ipynb`) are three calls: `plan` resolves and
+validates every run of the papermill parameters up front (a bad value fails the first cell,
+with ddlib's message), `run_all` trains them (resuming, and reading back finished runs from
+the results store), and the summaries below turn the results into rounded tables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import analysis, results
+from .config import PROFILES, RunConfig
+from .data import round_sizes
+from .utils import progress, project_root
+
+# Classes of the datasets whose size is known without loading them (for early checks).
+_KNOWN_CLASSES = {"cifar100": 100}
+# (epochs field, milestones field): milestones follow an epochs override proportionally.
+_SCHEDULES = (("epochs", "milestones"), ("expert_epochs", "expert_milestones"),
+              ("expert_balanced_epochs", "expert_balanced_milestones"))
+
+
+def plan(profile: str, *, method: str, dataset: str | None = None,
+         increments: int | Sequence[int] | None = None,
+         dd: bool | Sequence[bool] = (False, True), orders: int | Sequence[int] = (0,),
+         similar_k: int | None = None, device: str = "auto", results_dir: str = "results",
+         **overrides: Any) -> list[RunConfig]:
+    """Every run of `method` for increments x dd x orders, resolved from `profile` and
+    validated before any work; ValueError names the first bad parameter.
+
+    `increments`, `dd` and `orders` take one value or a list (papermill's `-p dd True` or
+    `-y "dd: [false, true]"`); None means the profile's value, for the lists and for any
+    `RunConfig` field passed in `overrides`. An `epochs` override scales the expert's two
+    phases by the same factor (the profile keeps the paper's 100 : 80 + 40), unless they
+    are given too; milestones not given move proportionally with their phase's epochs.
+    Progress bars follow `TQDM_DISABLE=1` unless `progress` is given.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r} is unknown; choose one of {sorted(PROFILES)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "epochs" in overrides:  # the expert's phases keep their ratio to the classifier's
+        ratio = _integer("epochs", overrides["epochs"]) / PROFILES[profile]["epochs"]
+        for name in ("expert_epochs", "expert_balanced_epochs"):
+            if name not in overrides and PROFILES[profile][name]:
+                overrides[name] = max(1, round(PROFILES[profile][name] * ratio))
+    for epochs_field, milestones_field in _SCHEDULES:
+        if epochs_field in overrides and milestones_field not in overrides:
+            overrides[milestones_field] = _scaled(
+                PROFILES[profile][milestones_field], PROFILES[profile][epochs_field],
+                _integer(epochs_field, overrides[epochs_field]))
+    overrides.setdefault("progress", os.environ.get("TQDM_DISABLE") != "1")
+    runs = []
+    for increment in _values("increments", increments, int, allow_none=True):
+        for with_dd in _values("dd", dd, bool):
+            for order in _values("orders", orders, int):
+                cfg = RunConfig.resolve(profile, method=method, dataset=dataset,
+                                        increment=increment, dd=with_dd, order=order,
+                                        similar_k=similar_k, device=device,
+                                        results_dir=results_dir, **overrides)
+                _check_rounds(cfg)
+                runs.append(cfg)
+    return runs
+
+
+def run_all(runs: Iterable[RunConfig], *, verbose: bool = True) -> list[dict[str, Any]]:
+    """`ddlib.run` each config in turn (finished runs are read back from the store); the
+    first error stops everything, so a notebook fails loudly."""
+    from .run import run  # torch is imported here, not by `plan`
+
+    runs = list(runs)
+    return [run(cfg, verbose=verbose) for cfg in progress(runs, desc="runs", total=len(runs))]
+
+
+def describe(runs: Iterable[RunConfig]) -> pd.DataFrame:
+    """One row per planned run: what it is and where its result goes (path from the
+    project root), as shown under every notebook's plan."""
+    rows = []
+    for cfg in runs:
+        expert = (f"{cfg.expert_epochs}+{cfg.expert_balanced_epochs}" if cfg.dd else "-")
+        rows.append({"run": analysis.display_name(cfg.as_dict()), "profile": cfg.profile,
+                     "dataset": cfg.dataset, "increment": cfg.increment, "order": cfg.order,
+                     "epochs": cfg.epochs, "expert epochs": expert, "memory": cfg.memory,
+                     "result": _relative(results.result_path(cfg))})
+    return pd.DataFrame(rows).set_index("run")
+
+
+def summary_table(results_: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Top-1 accuracy (%, the method's own inference rule) after every round, one column per
+    run, mean over class orders, rounded to 1 decimal; indexed by classes seen (and by
+    increment when there are several)."""
+    frame = _frame(results_)
+    table = frame.pivot_table(index=["increment", "classes seen"], columns="run",
+                              values="acc", aggfunc="mean", sort=False)
+    table = table[list(dict.fromkeys(frame["run"]))]  # plan order: baseline, then +DD
+    if table.index.get_level_values("increment").nunique() == 1:
+        table = table.droplevel("increment")
+    table.columns.name = None
+    return table.round(1)
+
+
+def average_table(results_: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Per run: average incremental accuracy and last-round accuracy (%, mean over orders,
+    rounded to 1 decimal) and the number of orders behind them."""
+    runs = analysis.run_summary(analysis.to_frame(list(results_)))
+    runs["run"] = [analysis.display_name(row) for row in runs.to_dict("records")]
+    table = (runs.groupby(["increment", "run"], sort=False)
+             .agg(**{"avg. inc. acc.": ("avg_inc_acc", "mean"),
+                     "last acc.": ("final_acc", "mean"), "orders": ("order", "count")}))
+    if table.index.get_level_values("increment").nunique() == 1:
+        table = table.droplevel("increment")
+    return table.round(1)
+
+
+def headline(results_: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """The numbers a page's prose quotes (to glue): average incremental accuracy of the
+    baseline and of +DD, and the gain, for the first increment; NaN when an arm is missing."""
+    runs = analysis.run_summary(analysis.to_frame(list(results_)))
+    runs = runs[runs["increment"] == runs["increment"].iloc[0]]
+    base = runs.loc[~runs["dd"], "avg_inc_acc"].mean()
+    with_dd = runs.loc[runs["dd"], "avg_inc_acc"].mean()
+    return {"base_avg": round(float(base), 1), "dd_avg": round(float(with_dd), 1),
+            "dd_gain": round(float(with_dd - base), 1)}
+
+
+def _frame(results_: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    frame = analysis.to_frame(list(results_))
+    frame["run"] = [analysis.display_name(row) for row in frame.to_dict("records")]
+    return frame.rename(columns={"classes_seen": "classes seen"})
+
+
+def _values(name: str, value: Any, kind: type, *, allow_none: bool = False) -> list[Any]:
+    """One value or a non-empty list of them, each of type `kind` (None when allowed)."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items:
+        raise ValueError(f"{name}=[] is empty; give at least one value")
+    for item in items:
+        ok = (item is None and allow_none) or (
+            isinstance(item, kind) and (kind is bool or not isinstance(item, bool)))
+        if not ok:
+            raise ValueError(f"{name}={value!r}: each value must be {kind.__name__}"
+                             f"{' or None' if allow_none else ''}, got {item!r}")
+    return items
+
+
+def _integer(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be an integer >= 1")
+    return value
+
+
+def _scaled(milestones: Sequence[int], epochs: int, new_epochs: int) -> tuple[int, ...]:
+    """Milestones at the same fractions of `new_epochs` as of `epochs` (PROTOCOL's step
+    schedule kept in shape); those landing outside 1..new_epochs-1 are dropped."""
+    moved = {round(m * new_epochs / epochs) for m in milestones}
+    return tuple(sorted(m for m in moved if 1 <= m < new_epochs))
+
+
+def _check_rounds(cfg: RunConfig) -> None:
+    """Round structure and memory against the dataset size, when it is known without
+    loading the data (synthetic, CIFAR-100); ddlib.run checks the rest."""
+    num_classes = (cfg.synthetic_classes if cfg.dataset == "synthetic"
+                   else _KNOWN_CLASSES.get(cfg.dataset))
+    if num_classes is None:
+        return
+    try:
+        round_sizes(num_classes, cfg.init_classes, cfg.increment)
+    except ValueError as err:
+        raise ValueError(f"increment={cfg.increment} (init_classes={cfg.init_classes}) does not "
+                         f"fit {cfg.dataset}'s {num_classes} classes: {err}") from None
+    cfg.check_against(num_classes)
+
+
+def _relative(path: Path) -> str:
+    root = project_root()
+    try:
+        return str(path.relative_to(root)) if root else str(path)
+    except ValueError:
+        return str(path)

@@ -1,0 +1,307 @@
+"""Run a grid of papermill jobs (notebooks x parameter sets): resumable, side by side.
+
+`python -m ddlib sweep` executes `notebooks/<method>.ipynb` for every method and dataset
+into `book/runs/` (the book's run pages; fixed names whatever the profile). Each job:
+
+- has its parameter names checked against the notebook (`papermill.inspect_notebook`; papermill
+  itself only warns) and its values checked by `ddlib.plan`, for all jobs before any starts;
+- is skipped when its executed notebook is current (same parameters, newer than its source
+  and than `ddlib`, no error) and every result file it plans exists;
+- runs in its own papermill process with an explicit working directory (the source
+  notebook's folder, as nbval and Jupyter Book use) and kernel `python3`, its log in
+  `<log_dir>/<output stem>.log`;
+- runs side by side with the others: one per GPU (CUDA_VISIBLE_DEVICES) when several are
+  visible, else `workers` at once on the CPU with the cores split into torch `threads`
+  (the notebook parameter of that name). On 2 shared cores 2 jobs x 1 thread beat
+  1 job x 2 threads by far (README, "Sweeps"), hence one thread per job by default.
+
+A failing job does not stop the others; the report names it with its notebook and log,
+and the command exits non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .utils import project_root
+
+METHOD_ORDER = ("lwf", "icarl", "ucir", "bic")
+RUNTIME_PARAMETERS = frozenset({"threads"})  # differ between sweeps, never change results
+
+
+@dataclass(frozen=True)
+class Job:
+    """One papermill execution: `notebook` with `parameters` into `output`."""
+
+    notebook: Path
+    output: Path
+    parameters: dict[str, Any] = field(default_factory=dict)
+    expects: tuple[Path, ...] = ()  # result files it writes; all present -> may be skipped
+    inject_threads: bool = True     # pass the sweep's thread count as parameter `threads`
+
+    @property
+    def name(self) -> str:
+        return self.output.stem
+
+
+@dataclass
+class Outcome:
+    job: Job
+    status: str  # "done" | "skipped" | "failed"
+    seconds: float = 0.0
+    log: Path | None = None
+    tail: str = ""
+
+
+def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
+                    methods: Sequence[str] = METHOD_ORDER, out_dir: str | Path = "book/runs",
+                    notebooks_dir: str | Path = "notebooks", results_dir: str = "results",
+                    **parameters: Any) -> list[Job]:
+    """One job per method x dataset: `notebooks/<method>.ipynb` ->
+    `<out_dir>/<method>.ipynb` for the first dataset, `<method>-<dataset>.ipynb` for the
+    others. `parameters` (None = the notebook's default) go to every job; all values are
+    validated here through `ddlib.plan`."""
+    from .plan import plan
+    from .results import result_path
+
+    root = project_root() or Path.cwd()
+    jobs = []
+    for i, dataset in enumerate(datasets):
+        for method in methods:
+            params = {"profile": profile, "dataset": dataset, "results_dir": results_dir,
+                      **{k: v for k, v in parameters.items() if v is not None}}
+            runs = plan(**{k: v for k, v in params.items() if k not in RUNTIME_PARAMETERS},
+                        method=method)
+            stem = method if i == 0 else f"{method}-{dataset}"
+            jobs.append(Job(root / notebooks_dir / f"{method}.ipynb",
+                            root / out_dir / f"{stem}.ipynb", params,
+                            tuple(result_path(cfg) for cfg in runs)))
+    return jobs
+
+
+def in_place_jobs(notebooks: Iterable[str | Path]) -> list[Job]:
+    """Re-execute committed notebooks in place with their own defaults (`make notebooks`):
+    nothing injected, so the committed copy keeps its plain `parameters` cell."""
+    return [Job(Path(p).resolve(), Path(p).resolve(), inject_threads=False) for p in notebooks]
+
+
+def check_parameters(jobs: Iterable[Job]) -> None:
+    """ValueError naming the notebook and the parameter when a job passes a name the
+    notebook's `parameters` cell does not define."""
+    import papermill
+
+    known: dict[Path, set[str]] = {}
+    for job in jobs:
+        if not job.notebook.is_file():
+            raise ValueError(f"notebook not found: {job.notebook}")
+        if job.notebook not in known:
+            known[job.notebook] = set(papermill.inspect_notebook(str(job.notebook)))
+        unknown = sorted(set(job.parameters) - known[job.notebook])
+        if unknown:
+            raise ValueError(f"{job.notebook.name} has no parameter(s) {unknown}; "
+                             f"its parameters: {sorted(known[job.notebook])}")
+
+
+def is_current(job: Job) -> bool:
+    """The executed notebook is there, error-free, made with these parameters, newer than
+    its source and `ddlib`, and every result it plans exists."""
+    import nbformat
+
+    if not job.output.is_file() or job.output == job.notebook:
+        return False
+    if not all(Path(p).is_file() for p in job.expects):
+        return False
+    newest = max([job.notebook.stat().st_mtime]
+                 + [p.stat().st_mtime for p in (Path(__file__).parent).rglob("*.py")])
+    if job.output.stat().st_mtime < newest:
+        return False
+    nb = nbformat.read(job.output, as_version=4)
+    recorded = nb.metadata.get("papermill", {}).get("parameters", {})
+    if _results_parameters(recorded) != _results_parameters(job.parameters):
+        return False
+    return not any(out.get("output_type") == "error"
+                   for cell in nb.cells for out in cell.get("outputs", []))
+
+
+def visible_gpus() -> list[str]:
+    """CUDA devices this process may use, as CUDA_VISIBLE_DEVICES entries."""
+    try:
+        import torch
+
+        count = torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA is simply no GPU
+        count = 0
+    listed = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return (listed or [str(i) for i in range(count)])[:count]
+
+
+def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, threads: int | None = None,
+             gpus: Sequence[str] | None = None, force: bool = False,
+             log_dir: str | Path = "_build/logs", clean_output: bool = True,
+             say: Callable[[str], None] = print) -> list[Outcome]:
+    """Execute `jobs` (skipping current ones unless `force`), side by side; never raises
+    for a failing job - its Outcome says "failed" and points at its log."""
+    jobs = list(jobs)
+    check_parameters(jobs)
+    gpus = visible_gpus() if gpus is None else list(gpus)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if gpus:
+        slots = gpus[:workers] if workers else gpus
+    else:
+        slots = [None] * max(1, min(workers or cores or 1, len(jobs) or 1))
+    # One thread per job on the CPU: faster on shared cores, and CPU results depend on the
+    # thread count, so a fixed default keeps them equal to the notebooks' own (threads=1).
+    threads = threads or (max(1, (cores or 1) // len(slots)) if gpus else 1)
+    free: queue.Queue = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+    log_dir = (project_root() or Path.cwd()) / log_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    where = f"GPUs {', '.join(slots)}" if gpus else f"CPU, {len(slots)} at once"
+    say(f"sweep: {len(jobs)} job(s) on {where}, {threads} torch thread(s) each")
+
+    def one(job: Job) -> Outcome:
+        if not force and is_current(job):
+            say(f"  skip  {job.name}: executed notebook and results are current")
+            return Outcome(job, "skipped")
+        slot = free.get()
+        try:
+            return _execute(job, slot=slot, threads=threads, log=log_dir / f"{job.name}.log",
+                            clean_output=clean_output, say=say)
+        finally:
+            free.put(slot)
+
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        return list(pool.map(one, jobs))
+
+
+def report(outcomes: Sequence[Outcome], say: Callable[[str], None] = print) -> int:
+    """Print one line per job and, for failures, the executed notebook, the log and the
+    log's last lines; return the exit status (1 when any job failed)."""
+    failed = [o for o in outcomes if o.status == "failed"]
+    say(f"sweep: {sum(o.status == 'done' for o in outcomes)} done, "
+        f"{sum(o.status == 'skipped' for o in outcomes)} skipped, {len(failed)} failed")
+    for o in failed:
+        say(f"FAILED {o.job.name}: executed notebook {o.job.output}\n       log {o.log}\n"
+            + "\n".join("       | " + line for line in o.tail.splitlines()))
+    return 1 if failed else 0
+
+
+def clean(path: str | Path, *, keep_parameters: bool = True) -> None:
+    """Drop volatile metadata of an executed notebook (papermill's timings, widget state);
+    keep tags, outputs, execution counts (nbval skips cells without one) and, if asked,
+    the recorded parameters."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    recorded = nb.metadata.pop("papermill", {})
+    if keep_parameters and recorded.get("parameters"):
+        nb.metadata["papermill"] = {"parameters": recorded["parameters"]}
+    for key in ("widgets", "execution"):
+        nb.metadata.pop(key, None)
+    for cell in nb.cells:
+        for key in ("papermill", "execution"):
+            cell.metadata.pop(key, None)
+        if cell.metadata.get("tags") == []:  # papermill adds empty tag lists
+            del cell.metadata["tags"]
+    nbformat.write(nb, path)
+
+
+def _execute(job: Job, *, slot: str | None, threads: int, log: Path, clean_output: bool,
+             say: Callable[[str], None]) -> Outcome:
+    params = dict(job.parameters)
+    if job.inject_threads and "threads" in _notebook_parameters(job.notebook):
+        params.setdefault("threads", threads)
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    env.pop("MPLBACKEND", None)  # Agg in the kernel would drop every figure (TOOLCHAIN 6)
+    if slot is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot
+    job.output.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "papermill", str(job.notebook), str(job.output),
+           "--cwd", str(job.notebook.parent), "-k", "python3", "--log-output",
+           "--no-progress-bar"] + (["-y", json.dumps(params)] if params else [])
+    say(f"  start {job.name}" + (f" on GPU {slot}" if slot is not None else "")
+        + f" -> {job.output}")
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        out.write("$ " + " ".join(cmd) + "\n")
+        out.flush()
+        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    seconds = time.perf_counter() - start
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        say(f"  FAIL  {job.name} after {seconds:.0f} s (log {log})")
+        return Outcome(job, "failed", seconds, log, tail)
+    if clean_output:
+        clean(job.output, keep_parameters=job.output != job.notebook)
+    say(f"  done  {job.name} in {seconds:.0f} s")
+    return Outcome(job, "done", seconds, log)
+
+
+def _notebook_parameters(notebook: Path) -> set[str]:
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def _results_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k not in RUNTIME_PARAMETERS}
+
+
+def add_arguments(parser: Any) -> None:
+    """Flags of `python -m ddlib sweep`."""
+    parser.add_argument("--profile", default="smoke", help="smoke | cpu | paper")
+    parser.add_argument("--datasets", default="synthetic", help="comma-separated")
+    parser.add_argument("--methods", default=",".join(METHOD_ORDER), help="comma-separated")
+    parser.add_argument("--increments", default=None, help="comma-separated (profile's)")
+    parser.add_argument("--orders", default=None, help="comma-separated class orders (0)")
+    parser.add_argument("--dd", choices=("both", "off", "on"), default=None,
+                        help="baseline and +DD (default), baseline only, +DD only")
+    parser.add_argument("--similar-k", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--out", default="book/runs", help="folder of executed notebooks")
+    parser.add_argument("--log-dir", default="_build/logs")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="jobs at once (default: one per GPU, else one per core)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per job (default: cores / workers)")
+    parser.add_argument("--force", action="store_true", help="re-execute current jobs too")
+    parser.add_argument("--in-place", nargs="+", metavar="NOTEBOOK", default=None,
+                        help="instead: re-execute these notebooks in place with their "
+                             "defaults and clean them (make notebooks)")
+
+
+def main(args: dict[str, Any]) -> int:
+    """`python -m ddlib sweep`: build the grid, run it, report; exit status 1 on failure."""
+    if args["in_place"]:
+        jobs = in_place_jobs(args["in_place"])
+    else:
+        def ints(text: str | None) -> list[int] | None:
+            return None if text is None else [int(t) for t in text.split(",") if t.strip()]
+
+        dd = {None: None, "both": [False, True], "off": [False], "on": [True]}[args["dd"]]
+        jobs = experiment_jobs(
+            args["profile"], datasets=_names(args["datasets"]), methods=_names(args["methods"]),
+            out_dir=args["out"], results_dir=args["results_dir"],
+            increments=ints(args["increments"]), orders=ints(args["orders"]), dd=dd,
+            similar_k=args["similar_k"], epochs=args["epochs"], device=args["device"])
+    outcomes = run_jobs(jobs, workers=args["workers"], threads=args["threads"],
+                        force=args["force"] or bool(args["in_place"]), log_dir=args["log_dir"])
+    return report(outcomes)
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]

@@ -1,0 +1,57 @@
+"""Committed notebooks follow the skeleton (STYLE.md), and a bad papermill parameter fails
+the first working cell with ddlib's message in the executed notebook."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("book/*.ipynb")])
+LOOPS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.While, ast.Lambda,
+         ast.ListComp, ast.DictComp, ast.SetComp, ast.GeneratorExp)
+
+
+def _tags(cell) -> list[str]:
+    return cell.metadata.get("tags", [])
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_notebook_skeleton(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    colab = nb.cells[0]
+    assert colab.cell_type == "code" and "remove-cell" in _tags(colab)
+    assert 'find_spec("ddlib") is None' in colab.source and "pip" in colab.source
+    assert nb.cells[1].cell_type == "markdown" and nb.cells[1].source.startswith("# ")
+    params = [c for c in nb.cells if "parameters" in _tags(c)]
+    assert len(params) == 1, "exactly one cell tagged `parameters`"
+    for statement in ast.parse(params[0].source).body:  # literals only (papermill re-injects)
+        assert isinstance(statement, (ast.Assign, ast.AnnAssign))
+        ast.literal_eval(statement.value)
+    assert not [c for c in nb.cells if "injected-parameters" in _tags(c)]
+    assert "papermill" not in nb.metadata and "widgets" not in nb.metadata
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for cell in code[1:]:
+        assert not [n for n in ast.walk(ast.parse(cell.source)) if isinstance(n, LOOPS)], \
+            f"no def/class/loops in notebook cells:\n{cell.source}"
+        assert "papermill" not in cell.metadata
+    assert any(c.outputs for c in code), "commit notebooks with their smoke outputs"
+
+
+def test_bad_parameter_fails_the_first_cell_with_ddlibs_message(tmp_path):
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError, match="profile='fast' is unknown"):
+        papermill.execute_notebook(str(ROOT / "notebooks/lwf.ipynb"), str(out),
+                                   parameters={"profile": "fast"}, kernel_name="python3",
+                                   cwd=str(ROOT / "notebooks"), progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code" and "remove-cell" not in _tags(c)]
+    first = next(i for i, c in enumerate(code) if "injected-parameters" in _tags(c)) + 1
+    errors = [o for o in code[first].outputs if o["output_type"] == "error"]
+    assert errors and "profile='fast' is unknown" in errors[0]["evalue"]
+    assert not any(c.outputs for c in code[first + 1:])  # nothing ran after it

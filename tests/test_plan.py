@@ -1,0 +1,67 @@
+"""ddlib.plan: the runs of one notebook, validated up front, and their summaries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import ddlib
+
+
+def test_plan_enumerates_increments_dd_and_orders():
+    runs = ddlib.plan("smoke", method="lwf", increments=[5, 10], dd=[False, True],
+                      orders=[0, 1])
+    assert [(r.increment, r.dd, r.order) for r in runs] == [
+        (i, d, o) for i in (5, 10) for d in (False, True) for o in (0, 1)]
+    assert all(r.method == "lwf" and r.profile == "smoke" for r in runs)
+    assert [r.dd for r in ddlib.plan("smoke", method="lwf", dd=True)] == [True]
+
+
+def test_epochs_override_moves_milestones_and_the_experts_phases():
+    (cfg,) = ddlib.plan("paper", method="icarl", dd=True, epochs=50)
+    assert cfg.epochs == 50 and cfg.milestones == (25, 38)  # paper: 100 epochs, (50, 75)
+    assert (cfg.expert_epochs, cfg.expert_balanced_epochs) == (40, 20)  # 80 + 40 halved
+    assert cfg.expert_milestones == (20, 30) and cfg.expert_balanced_milestones == (10,)
+    (cfg,) = ddlib.plan("paper", method="icarl", dd=True, epochs=4, milestones=(1,),
+                        expert_epochs=2)
+    assert cfg.milestones == (1,) and cfg.expert_epochs == 2 and cfg.expert_milestones == (1,)
+
+
+@pytest.mark.parametrize("bad, name", [
+    (dict(profile="fast"), "profile"), (dict(method="foo"), "method"),
+    (dict(orders=["a"]), "orders"), (dict(dd="yes"), "dd"), (dict(orders=[]), "orders"),
+    (dict(increments=[30]), "increment"), (dict(epochs=0), "epochs"),
+    (dict(similar_k=9), "similar_k"), (dict(dataset="mnist"), "dataset"),
+    (dict(memory=10), "memory"), (dict(colour="red"), "colour")])
+def test_bad_values_name_the_parameter(bad, name):
+    kwargs = dict(profile="smoke", method="icarl") | bad
+    with pytest.raises(ValueError, match=name):
+        ddlib.plan(**kwargs)
+
+
+def _record(method, dd, order, accs, increment=5):
+    return {"config": dict(method=method, dd=dd, similar_k=1, order=order,
+                           increment=increment, profile="smoke", dataset="synthetic"),
+            "inference": "nme",
+            "rounds": [dict(round=i + 1, classes_seen=increment * (i + 1), acc_cnn=0.0,
+                            acc_nme=a) for i, a in enumerate(accs)]}
+
+
+def test_tables_average_over_orders_and_round_to_one_decimal():
+    results = [_record("icarl", False, 0, [50.0, 40.0]), _record("icarl", False, 1, [60.0, 30.0]),
+               _record("icarl", True, 0, [50.0, 45.04]), _record("icarl", True, 1, [60.0, 35.0])]
+    table = ddlib.summary_table(results)
+    assert list(table.columns) == ["iCaRL", "iCaRL+DD"] and list(table.index) == [5, 10]
+    assert table.loc[10].tolist() == [35.0, 40.0]
+    avg = ddlib.average_table(results)
+    assert avg.loc["iCaRL"].tolist() == [45.0, 35.0, 2]
+    assert ddlib.headline(results) == {"base_avg": 45.0, "dd_avg": 47.5, "dd_gain": 2.5}
+    assert math.isnan(ddlib.headline(results[:2])["dd_avg"])
+
+
+def test_describe_shows_one_row_per_run(tmp_path):
+    runs = ddlib.plan("smoke", method="bic", results_dir=str(tmp_path))
+    table = ddlib.describe(runs)
+    assert list(table.index) == ["BiC", "BiC+DD"]
+    assert table.loc["BiC+DD", "expert epochs"] == "2+1"

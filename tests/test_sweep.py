@@ -1,0 +1,92 @@
+"""The papermill sweep: parameter checks up front, side-by-side jobs, a failing job reported
+with its notebook and log while the others finish, current jobs skipped."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from ddlib import sweep
+from ddlib.__main__ import main
+
+
+def _tiny_notebook(path):
+    """Parameter `x`; the second cell fails for x == 2."""
+    nb = new_notebook(cells=[
+        new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        new_code_cell('assert x != 2, "x must not be 2"\nprint("x is", x)')])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_failing_job_is_reported_and_the_others_finish(tmp_path):
+    notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
+    jobs = [sweep.Job(notebook, tmp_path / "out" / f"x{x}.ipynb", {"x": x}) for x in (1, 2, 3)]
+    lines: list[str] = []
+    outcomes = sweep.run_jobs(jobs, workers=2, gpus=[], log_dir=tmp_path / "logs",
+                              say=lines.append)
+    assert [o.status for o in outcomes] == ["done", "failed", "done"]
+    assert "2 at once" in lines[0]
+    assert sweep.report(outcomes, say=lines.append) == 1
+    text = "\n".join(lines)
+    assert "FAILED x2" in text and str(tmp_path / "out" / "x2.ipynb") in text
+    assert str(tmp_path / "logs" / "x2.log") in text and "x must not be 2" in text
+    done = nbformat.read(tmp_path / "out" / "x3.ipynb", as_version=4)
+    assert done.metadata["papermill"] == {"parameters": {"x": 3}}  # timings cleaned away
+    assert done.cells[1].metadata["tags"] == ["injected-parameters"]
+    assert "x is 3" in done.cells[2].outputs[0]["text"]
+    assert [c.execution_count for c in done.cells] == [1, 2, 3]  # nbval needs them
+    # Again: the finished jobs are current and skipped, the failed one runs (and fails) again.
+    again = sweep.run_jobs(jobs, workers=2, gpus=[], log_dir=tmp_path / "logs", say=print)
+    assert [o.status for o in again] == ["skipped", "failed", "skipped"]
+    assert sweep.report(again, say=print) == 1
+
+
+def test_a_missing_result_makes_a_job_run_again(tmp_path):
+    notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
+    result = tmp_path / "result.json"
+    job = sweep.Job(notebook, tmp_path / "x1.ipynb", {"x": 1}, expects=(result,))
+    assert [o.status for o in sweep.run_jobs([job], gpus=[], log_dir=tmp_path)] == ["done"]
+    assert not sweep.is_current(job)
+    result.write_text("{}")
+    assert sweep.is_current(job)
+    assert not sweep.is_current(sweep.Job(notebook, job.output, {"x": 4}, expects=(result,)))
+
+
+def test_unknown_parameter_fails_before_any_job_runs(tmp_path):
+    notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
+    jobs = [sweep.Job(notebook, tmp_path / "a.ipynb", {"x": 1}),
+            sweep.Job(notebook, tmp_path / "b.ipynb", {"y": 1})]
+    with pytest.raises(ValueError, match=r"tiny.ipynb has no parameter\(s\) \['y'\]"):
+        sweep.run_jobs(jobs, gpus=[], log_dir=tmp_path)
+    assert not (tmp_path / "a.ipynb").exists()
+
+
+def test_in_place_job_injects_nothing(tmp_path):
+    notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
+    (outcome,) = sweep.run_jobs(sweep.in_place_jobs([notebook]), gpus=[], force=True,
+                                log_dir=tmp_path)
+    assert outcome.status == "done"
+    nb = nbformat.read(notebook, as_version=4)
+    assert len(nb.cells) == 2 and "papermill" not in nb.metadata
+    assert "x is 1" in nb.cells[1].outputs[0]["text"]
+
+
+def test_bad_values_fail_in_the_grid_before_any_job(capsys):
+    with pytest.raises(ValueError, match="orders"):
+        sweep.experiment_jobs("smoke", orders=["a"])
+    assert main(["sweep", "--profile", "fast"]) == 2
+    assert "profile='fast' is unknown" in capsys.readouterr().err
+
+
+def test_experiment_grid_names_and_expected_results(tmp_path):
+    jobs = sweep.experiment_jobs("cpu", datasets=["synthetic", "cifar100"],
+                                 methods=["icarl"], results_dir=str(tmp_path))
+    assert [j.output.name for j in jobs] == ["icarl.ipynb", "icarl-cifar100.ipynb"]
+    assert jobs[0].notebook.name == "icarl.ipynb"
+    assert jobs[1].parameters == {"profile": "cpu", "dataset": "cifar100",
+                                  "results_dir": str(tmp_path)}
+    assert [p.parent.parent.name for p in jobs[0].expects] == ["icarl", "icarl+dd"]
