@@ -5,6 +5,9 @@
 - `setting(profile, dataset)`: which profile and dataset an exhibit page shows. `make book`
   exports DDBOOK_PROFILE and DDBOOK_DATASETS for the whole build; explicit values win; the
   fallback is the committed default (`smoke`, `synthetic`), which is what nbval compares.
+- `GRID`: what `make book` runs for each profile (the sweep's jobs) and the exhibits show.
+- `exhibit(...)`: the results of one exhibit page from the store, shown as the line that says
+  what produced them, or, when this build did not run them, the command that does.
 - `refresh_cache(...)`: Jupyter Book's execution cache is keyed on code cells only, so it
   misses new results, a changed `ddlib` and another profile (jupyter-book issue 1633);
   `make book` calls this to drop the cache when any of them changed.
@@ -24,6 +27,21 @@ from typing import Any
 from .utils import project_root, resolve_path
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
+METHODS = ("lwf", "icarl", "ucir", "bic")
+
+# The book's run grid per profile. `paper` is the paper's full matrix (PROTOCOL 5.6) on
+# CIFAR-100-like datasets; ImageNet datasets take their own increment (10 or 100) from the
+# profile. `cpu` trims it to fit an hour on 2 cores: one class order, 10 and 20 classes per
+# round (not 5, the costliest: 20 rounds), and the Figure 7 ablation for iCaRL only.
+# `analysis_increment`: Table 2, Figures 6 and 7 (the paper's 20 per round).
+GRID: dict[str, dict[str, Any]] = {
+    "smoke": dict(increments=(5, 10), orders=(0,), analysis_increment=5,
+                  ablation_methods=("icarl", "ucir"), similar_ks=(0, 1, 2, 3, 4)),
+    "cpu": dict(increments=(10, 20), orders=(0,), analysis_increment=20,
+                ablation_methods=("icarl",), similar_ks=(0, 1, 2, 3, 4)),
+    "paper": dict(increments=(5, 10, 20), orders=(0, 1, 2), analysis_increment=20,
+                  ablation_methods=METHODS, similar_ks=(0, 1, 2, 3, 4)),
+}
 
 
 def glue(values: dict[str, Any]) -> None:
@@ -42,6 +60,96 @@ def setting(profile: str | None = None, dataset: str | None = None) -> dict[str,
     datasets = [d for d in os.environ.get(DATASETS_VAR, "").split(",") if d.strip()]
     return {"profile": profile or os.environ.get(PROFILE_VAR) or "smoke",
             "dataset": dataset or (datasets[0].strip() if datasets else "synthetic")}
+
+
+def grid(profile: str) -> dict[str, Any]:
+    if profile not in GRID:
+        raise ValueError(f"profile={profile!r} is unknown; choose one of {sorted(GRID)}")
+    return GRID[profile]
+
+
+class Exhibit:
+    """The results one exhibit page shows: every run of `profile` on `dataset` in the store.
+
+    Shown in a notebook, it is a line that states what produced the page (profile, dataset,
+    orders, epochs, runs), or, when this build has no such runs, what is missing and the
+    command that produces them. `show(func, ...)` calls `func(self.frame, ...)` only when
+    there are results, so a page without them shows the message and no empty axes.
+    """
+
+    def __init__(self, title: str, *, profile: str, dataset: str, results_dir: str = "results",
+                 **match: Any) -> None:
+        from . import results as store
+
+        self.title, self.profile, self.dataset = title, profile, dataset
+        self.results_dir, self.match = results_dir, match
+        found = [(path, payload) for path, payload in store.scan(results_dir)[0]
+                 if _matches(payload["config"], profile=profile, dataset=dataset, **match)]
+        self.results: list[dict[str, Any]] = [payload for _, payload in found]
+        rows = [row for path, payload in found for row in store.frame_rows(payload, str(path))]
+        self.frame = _frame(rows)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.results)
+
+    def runs(self, **match: Any) -> list[dict[str, Any]]:
+        """The results whose config matches `match` (e.g. method="ucir", dd=True)."""
+        return [r for r in self.results if _matches(r["config"], **match)]
+
+    def show(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """`func(self.frame, *args, **kwargs)` when there are results, else None."""
+        return func(self.frame, *args, **kwargs) if self.ready else None
+
+    def command(self) -> str:
+        """The command that produces this exhibit's runs."""
+        return f"make book PROFILE={self.profile} DATASETS={self.dataset}"
+
+    def provenance(self) -> str:
+        configs = [r["config"] for r in self.results]
+        values = {key: sorted({c[key] for c in configs})
+                  for key in ("order", "increment", "epochs", "expert_epochs")}
+        extra = (f"; expert {_join(values['expert_epochs'])}+"
+                 f"{_join(sorted({c['expert_balanced_epochs'] for c in configs if c['dd']}))} epochs"
+                 if any(c["dd"] for c in configs) else "")
+        return (f"**{self.title}**: {len(configs)} runs from `{self.results_dir}/`, profile "
+                f"`{self.profile}`, dataset `{self.dataset}`, class order(s) "
+                f"{_join(values['order'])}, {_join(values['increment'])} classes per round, "
+                f"{_join(values['epochs'])} epochs{extra}.")
+
+    def _repr_markdown_(self) -> str:
+        if self.ready:
+            return self.provenance()
+        return (f"**{self.title}: not run in this build.** The results store "
+                f"`{self.results_dir}/` holds no `{self.profile}`-profile runs on `{self.dataset}`"
+                + (f" matching {self.match}" if self.match else "")
+                + f". To produce them (see the README for the data folders):\n\n"
+                f"```bash\n{self.command()}\n```")
+
+    def __repr__(self) -> str:
+        return self._repr_markdown_()
+
+
+def exhibit(title: str, profile: str | None = None, dataset: str | None = None, *,
+            results_dir: str = "results", **match: Any) -> Exhibit:
+    """The `Exhibit` of a page: `setting(profile, dataset)` decides what it shows."""
+    chosen = setting(profile, dataset)
+    return Exhibit(title, profile=chosen["profile"], dataset=chosen["dataset"],
+                   results_dir=results_dir, **match)
+
+
+def _matches(config: dict[str, Any], **match: Any) -> bool:
+    return all(config.get(k) == v for k, v in match.items())
+
+
+def _join(values: list[Any]) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def _frame(rows: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows)
 
 
 def cache_key(*, profile: str, datasets: str, results_dir: str | Path = "results") -> str:

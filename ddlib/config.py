@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
-DATASETS = ("synthetic", "cifar100", "arrays")
+DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")
+IMAGENET_DATASETS = ("imagenet100", "imagenet")  # ResNet-18, random-resized crop (PROTOCOL)
 DEVICES = ("auto", "cpu", "cuda")
 # Fields that change where or how fast a run goes, never its result.
 RUNTIME_FIELDS = frozenset({"device", "threads", "results_dir", "progress", "data_dir",
@@ -53,6 +54,19 @@ PROFILES: dict[str, dict[str, Any]] = {
     ),
 }
 
+# Values of one (profile, dataset) that differ from the profile's own; `resolve` applies them
+# before the profile's, explicit overrides still win. A table rather than new RunConfig
+# fields: every field is part of each stored run's identity. ImageNet `paper`: PROTOCOL 1.3
+# (rounds, memory), 1.7 `seed` schedule for ResNet-18 (also the expert's weight decay,
+# 4.1.6), 3.3 (UCIR's lambda_base).
+_IMAGENET_PAPER: dict[str, Any] = dict(
+    image_size=224, epochs=90, milestones=(30, 60), weight_decay=1e-4, batch_size=128,
+    ucir_lambda_base=10.0)
+DATASET_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("paper", "imagenet100"): dict(_IMAGENET_PAPER, increment=10, memory=2000),
+    ("paper", "imagenet"): dict(_IMAGENET_PAPER, increment=100, memory=20000),
+}
+
 
 # Upper bounds far above every profile, low enough that a typo fails here instead of
 # exhausting memory or threads mid-run (fields not listed: int32, see validate).
@@ -60,6 +74,9 @@ LIMITS: dict[str, float] = dict(synthetic_classes=10_000, synthetic_superclasses
                                 train_per_class=100_000, test_per_class=100_000,
                                 image_size=1024, width=64.0, threads=1024)
 SYNTHETIC_MAX_BYTES = 16 * 2**30  # uint8 images of the synthetic set
+# Bump when `data.synthetic` generates other images for the same arguments (tests/test_data.py
+# holds their fingerprint): it is part of every synthetic run's identity.
+SYNTHETIC_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -72,21 +89,23 @@ class RunConfig:
     similar_k: int = 1                 # similar old classes per new class (0 = dual distillation)
     profile: str = "smoke"             # smoke | cpu | paper
     # data
-    dataset: str | None = None         # synthetic | cifar100 | arrays
-    data_dir: str = "data"             # dataset folder, or the .npz file for `arrays`
+    dataset: str | None = None         # synthetic | cifar100 | arrays | imagenet100 | imagenet
+    data_dir: str = "data"             # dataset folder (ImageNet: holds train/, val/), or
+                                       # the .npz file for `arrays`
     download: bool = False             # let torchvision download CIFAR-100
     synthetic_classes: int | None = None
     synthetic_superclasses: int | None = None
     train_per_class: int | None = None  # synthetic only
     test_per_class: int | None = None   # synthetic only
-    image_size: int | None = None       # synthetic only
+    image_size: int | None = None       # synthetic and ImageNet (stored square side)
     order: int = 0                     # class order: numpy legacy seed 1993 + order
     init_classes: int | None = None    # classes in round 1; None = increment (B0 protocol)
     increment: int | None = None       # new classes per later round
     # memory (PROTOCOL 1.4)
     memory: int | None = None          # total exemplar budget K
     # model
-    width: float | None = None         # ResNet-32 width multiplier (1.0 = 16-32-64 channels)
+    width: float | None = None         # ResNet-32 width multiplier (1.0 = 16-32-64 channels);
+                                       # ImageNet's ResNet-18 is always full width
     channels_last: bool | None = None  # NHWC convolutions (always on CUDA; on CPU they pay
                                        # off only for full-width nets, measured by `bench`)
     # classifier schedule (PROTOCOL 1.7, `seed` schedule)
@@ -139,7 +158,9 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown parameter(s) {unknown}; valid names: {sorted(names)}")
         values = {k: v for k, v in overrides.items() if v is not None}
-        for key, value in PROFILES[profile].items():
+        dataset = values.get("dataset", PROFILES[profile]["dataset"])
+        for key, value in {**PROFILES[profile],
+                           **DATASET_DEFAULTS.get((profile, dataset), {})}.items():
             values.setdefault(key, value)
         values["profile"] = profile
         values.setdefault("init_classes", values["increment"])
@@ -215,6 +236,11 @@ class RunConfig:
                 f"memory={self.memory} is smaller than the number of classes ({num_classes}): "
                 "every class needs at least one exemplar")
 
+    @property
+    def backbone(self) -> str:
+        """ResNet-18 on the ImageNet datasets, ResNet-32 otherwise (PROTOCOL 2)."""
+        return "resnet18" if self.dataset in IMAGENET_DATASETS else "resnet32"
+
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -237,9 +263,12 @@ class RunConfig:
 
     def identity(self, *, exclude: frozenset[str] = frozenset()) -> str:
         """Short hash of every field that changes the result (not where or how fast it runs).
-        Without DD the expert's settings change nothing, so they are left out."""
+        Without DD the expert's settings change nothing, so they are left out. Synthetic
+        runs also hash the generator's version, so results on older images are not reused."""
         skip = RUNTIME_FIELDS | exclude | (frozenset() if self.dd else DD_FIELDS - {"dd"})
         items = {k: v for k, v in self.as_dict().items() if k not in skip}
+        if self.dataset == "synthetic":
+            items["synthetic_version"] = SYNTHETIC_VERSION
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
     def overrides(self) -> dict[str, Any]:

@@ -43,14 +43,15 @@ class DeviceData:
     channels_last: bool = False
 
     @classmethod
-    def from_arrays(cls, data, device: torch.device, *, pad: int,
-                    channels_last: bool) -> DeviceData:
+    def from_arrays(cls, data, device: torch.device, *, pad: int, channels_last: bool,
+                    resized_crop: bool = False) -> DeviceData:
         def images(x: np.ndarray) -> Tensor:
             return torch.from_numpy(x).to(device).permute(0, 3, 1, 2).contiguous()
 
         return cls(images(data.train_x), torch.from_numpy(data.train_y).to(device),
                    images(data.test_x), torch.from_numpy(data.test_y).to(device),
-                   Augment(data.mean, data.std, pad=pad, device=device), channels_last)
+                   Augment(data.mean, data.std, pad=pad, device=device,
+                           resized_crop=resized_crop), channels_last)
 
     def layout(self, x: Tensor) -> Tensor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format

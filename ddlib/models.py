@@ -76,12 +76,28 @@ class ResNet32(nn.Module):
         return self.feature_map(x).mean(dim=(2, 3))
 
 
-class ResNet18(nn.Module):
-    """torchvision's ResNet-18 without its classifier, randomly initialised (ImageNet)."""
+class _NoFinalReLU(nn.Module):
+    """A torchvision BasicBlock without its closing ReLU (UCIR's last block, PROTOCOL 2)."""
 
-    def __init__(self) -> None:
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = self.block
+        out = b.bn2(b.conv2(b.relu(b.bn1(b.conv1(x)))))
+        return out + (x if b.downsample is None else b.downsample(x))
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet-18 without its classifier, randomly initialised (ImageNet). Its
+    shortcuts are already option B (1x1 conv + BN)."""
+
+    def __init__(self, *, last_relu: bool = True) -> None:
         super().__init__()
         net = torchvision.models.resnet18(weights=None)
+        if not last_relu:
+            net.layer4[-1] = _NoFinalReLU(net.layer4[-1])
         self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool,
                                   net.layer1, net.layer2, net.layer3, net.layer4)
         self.out_dim = 512
@@ -225,7 +241,7 @@ def make_backbone(kind: str, *, width: float = 1.0, shortcut: str = "A",
     if kind == "resnet32":
         return ResNet32(width=width, shortcut=shortcut, last_relu=last_relu)
     if kind == "resnet18":
-        return ResNet18()
+        return ResNet18(last_relu=last_relu)
     raise ValueError(f"backbone={kind!r} is unknown; choose resnet32 or resnet18")
 
 

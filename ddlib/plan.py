@@ -30,14 +30,15 @@ _SCHEDULES = (("epochs", "milestones"), ("expert_epochs", "expert_milestones"),
 def plan(profile: str, *, method: str, dataset: str | None = None,
          increments: int | Sequence[int] | None = None,
          dd: bool | Sequence[bool] = (False, True), orders: int | Sequence[int] = (0,),
-         similar_k: int | None = None, device: str = "auto", results_dir: str = "results",
+         similar_k: int | Sequence[int] | None = None, device: str = "auto",
+         results_dir: str = "results",
          **overrides: Any) -> list[RunConfig]:
     """Every run of `method` for increments x dd x orders, resolved from `profile` and
     validated before any work; ValueError names the first bad parameter.
 
-    `increments`, `dd` and `orders` take one value or a list (papermill's `-p dd True` or
-    `-y "dd: [false, true]"`); None means the profile's value, for the lists and for any
-    `RunConfig` field passed in `overrides`. An `epochs` override scales the expert's two
+    `increments`, `dd`, `orders` and `similar_k` take one value or a list (papermill's
+    `-p dd True` or `-y "dd: [false, true]"`); None means the profile's value, for the
+    lists and for any `RunConfig` field passed in `overrides`. An `epochs` override scales the expert's two
     phases by the same factor (the profile keeps the paper's 100 : 80 + 40), unless they
     are given too; milestones not given move proportionally with their phase's epochs.
     Progress bars follow `TQDM_DISABLE=1` unless `progress` is given.
@@ -56,17 +57,18 @@ def plan(profile: str, *, method: str, dataset: str | None = None,
                 PROFILES[profile][milestones_field], PROFILES[profile][epochs_field],
                 _integer(epochs_field, overrides[epochs_field]))
     overrides.setdefault("progress", os.environ.get("TQDM_DISABLE") != "1")
-    runs = []
+    runs: dict[Path, RunConfig] = {}  # a baseline planned once whatever the similar_k list
     for increment in _values("increments", increments, int, allow_none=True):
         for with_dd in _values("dd", dd, bool):
-            for order in _values("orders", orders, int):
-                cfg = RunConfig.resolve(profile, method=method, dataset=dataset,
-                                        increment=increment, dd=with_dd, order=order,
-                                        similar_k=similar_k, device=device,
-                                        results_dir=results_dir, **overrides)
-                _check_rounds(cfg)
-                runs.append(cfg)
-    return runs
+            for k in _values("similar_k", similar_k, int, allow_none=True):
+                for order in _values("orders", orders, int):
+                    cfg = RunConfig.resolve(profile, method=method, dataset=dataset,
+                                            increment=increment, dd=with_dd, order=order,
+                                            similar_k=k if with_dd else None, device=device,
+                                            results_dir=results_dir, **overrides)
+                    _check_rounds(cfg)
+                    runs.setdefault(results.result_path(cfg), cfg)
+    return list(runs.values())
 
 
 def run_all(runs: Iterable[RunConfig], *, verbose: bool = True) -> list[dict[str, Any]]:

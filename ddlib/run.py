@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import platform
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__, checkpoint, data, results
-from .config import RunConfig
+from .config import IMAGENET_DATASETS, RunConfig
 from .engine import DeviceData
 from .methods import METHODS
 from .metrics import average_incremental_accuracy
@@ -24,6 +27,8 @@ def load_scenario(cfg: RunConfig) -> data.Scenario:
         num_classes=cfg.synthetic_classes, num_superclasses=cfg.synthetic_superclasses,
         train_per_class=cfg.train_per_class, test_per_class=cfg.test_per_class,
         image_size=cfg.image_size, seed=0)
+    if cfg.dataset in IMAGENET_DATASETS:
+        sizes = dict(image_size=cfg.image_size)
     arrays = data.load(cfg.dataset, data_dir=resolve_path(cfg.data_dir), download=cfg.download,
                        **sizes)
     cfg.check_against(arrays.num_classes)
@@ -78,6 +83,28 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
         store.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise write_error(store, err) from err
+    with _exclusive(store, say):
+        return _run(cfg, scenario, store, device, say)
+
+
+@contextlib.contextmanager
+def _exclusive(store: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """Hold an advisory lock on the run's result path, so that two sweeps (or two notebooks)
+    planning the same run train it once: the second waits, then reads the result back."""
+    with open(store.with_suffix(".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting: another process is running this configuration ({store.name})")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.device,
+         say: Callable[[str], None]) -> dict[str, Any]:
     if not cfg.fresh and store.is_file():
         try:
             payload = results.read(store)
@@ -89,8 +116,9 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     arrays = scenario.data
-    pad = max(1, round(4 * arrays.train_x.shape[1] / 32))  # pad 4 at 32x32 (PROTOCOL 1.5)
-    device_data = DeviceData.from_arrays(arrays, device, pad=pad,
+    imagenet = cfg.dataset in IMAGENET_DATASETS  # random-resized crop instead of pad-crop
+    pad = 0 if imagenet else max(1, round(4 * arrays.train_x.shape[1] / 32))  # 4 at 32x32
+    device_data = DeviceData.from_arrays(arrays, device, pad=pad, resized_crop=imagenet,
                                          channels_last=cfg.channels_last or device.type == "cuda")
     method = METHODS[cfg.method](cfg, scenario, device_data)
     say(f"{cfg.run_name} on {cfg.dataset} ({cfg.profile} profile), order {cfg.order}, "

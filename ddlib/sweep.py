@@ -1,7 +1,8 @@
 """Run a grid of papermill jobs (notebooks x parameter sets): resumable, side by side.
 
-`python -m ddlib sweep` executes `notebooks/<method>.ipynb` for every method and dataset
-into `book/runs/` (the book's run pages; fixed names whatever the profile). Each job:
+`python -m ddlib sweep` executes `notebooks/<method>.ipynb` for every method and dataset,
+and `notebooks/ablation.ipynb`, into `book/runs/` (the book's run pages; fixed names
+whatever the profile), with the book's grid of the profile (`ddlib.book.GRID`). Each job:
 
 - has its parameter names checked against the notebook (`papermill.inspect_notebook`; papermill
   itself only warns) and its values checked by `ddlib.plan`, for all jobs before any starts;
@@ -64,29 +65,60 @@ class Outcome:
 
 
 def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
-                    methods: Sequence[str] = METHOD_ORDER, out_dir: str | Path = "book/runs",
-                    notebooks_dir: str | Path = "notebooks", results_dir: str = "results",
-                    **parameters: Any) -> list[Job]:
-    """One job per method x dataset: `notebooks/<method>.ipynb` ->
-    `<out_dir>/<method>.ipynb` for the first dataset, `<method>-<dataset>.ipynb` for the
-    others. `parameters` (None = the notebook's default) go to every job; all values are
-    validated here through `ddlib.plan`."""
+                    methods: Sequence[str] = METHOD_ORDER, ablation: bool = True,
+                    out_dir: str | Path = "book/runs", notebooks_dir: str | Path = "notebooks",
+                    results_dir: str = "results", **parameters: Any) -> list[Job]:
+    """The book's grid (`ddlib.book.GRID`) as papermill jobs, costliest first.
+
+    Per dataset, one job per method, `notebooks/<method>.ipynb` -> `<out_dir>/<method>.ipynb`
+    (`<method>-<dataset>.ipynb` after the first dataset), with the grid's increments and
+    orders; then `notebooks/ablation.ipynb` for Figure 7 (not on ImageNet, which the paper
+    does not ablate). `parameters` (None = the grid's or the notebook's default) go to every
+    job and win over the grid; all values are validated here through `ddlib.plan`."""
+    from .book import grid
+    from .config import IMAGENET_DATASETS
     from .plan import plan
     from .results import result_path
 
     root = project_root() or Path.cwd()
+    book_grid = grid(profile)
+    given = {k: v for k, v in parameters.items() if v is not None}
     jobs = []
+
+    def add(notebook: str, stem: str, method_list: Sequence[str], params: dict[str, Any]) -> None:
+        planned = [cfg for m in method_list for cfg in
+                   plan(**{k: v for k, v in params.items()
+                           if k not in RUNTIME_PARAMETERS | {"methods"}}, method=m)]
+        jobs.append(Job(root / notebooks_dir / f"{notebook}.ipynb",
+                        root / out_dir / f"{stem}.ipynb", params,
+                        tuple(result_path(cfg) for cfg in planned)))
+
     for i, dataset in enumerate(datasets):
-        for method in methods:
-            params = {"profile": profile, "dataset": dataset, "results_dir": results_dir,
-                      **{k: v for k, v in parameters.items() if v is not None}}
-            runs = plan(**{k: v for k, v in params.items() if k not in RUNTIME_PARAMETERS},
-                        method=method)
-            stem = method if i == 0 else f"{method}-{dataset}"
-            jobs.append(Job(root / notebooks_dir / f"{method}.ipynb",
-                            root / out_dir / f"{stem}.ipynb", params,
-                            tuple(result_path(cfg) for cfg in runs)))
+        suffix = "" if i == 0 else f"-{dataset}"
+        imagenet = dataset in IMAGENET_DATASETS
+        base = {"profile": profile, "dataset": dataset, "results_dir": results_dir,
+                "orders": list(book_grid["orders"])}
+        if not imagenet:
+            base["increments"] = list(book_grid["increments"])
+        for method in _by_cost(methods):
+            add(method, method + suffix, [method], {**base, **given})
+        ablated = [m for m in book_grid["ablation_methods"] if m in methods]
+        if ablation and ablated and not imagenet:
+            # +DD arms first: the baseline and k=1 are also in the method jobs (run.py's
+            # lock makes a job that needs a run being trained elsewhere wait for it).
+            ks = sorted(book_grid["similar_ks"], key=lambda k: (k == 1, k))
+            add("ablation", "ablation" + suffix, ablated,
+                {**base, **given, "methods": ablated,
+                 "increments": [book_grid["analysis_increment"]], "similar_k": ks,
+                 "dd": [True, False]})
     return jobs
+
+
+def _by_cost(methods: Sequence[str]) -> list[str]:
+    """Methods costliest first (BiC's second stage, UCIR's extra losses, then the rest), so
+    side-by-side workers finish close together."""
+    cost = {"bic": 0, "ucir": 1, "icarl": 2, "lwf": 3}
+    return sorted(methods, key=lambda m: cost.get(m, -1))
 
 
 def in_place_jobs(notebooks: Iterable[str | Path]) -> list[Job]:
@@ -264,8 +296,12 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--profile", default="smoke", help="smoke | cpu | paper")
     parser.add_argument("--datasets", default="synthetic", help="comma-separated")
     parser.add_argument("--methods", default=",".join(METHOD_ORDER), help="comma-separated")
-    parser.add_argument("--increments", default=None, help="comma-separated (profile's)")
-    parser.add_argument("--orders", default=None, help="comma-separated class orders (0)")
+    parser.add_argument("--increments", default=None,
+                        help="comma-separated (default: the book grid's, ddlib.book.GRID)")
+    parser.add_argument("--orders", default=None,
+                        help="comma-separated class orders (default: the book grid's)")
+    parser.add_argument("--no-ablation", dest="ablation", action="store_false",
+                        help="leave out the Figure 7 ablation job")
     parser.add_argument("--dd", choices=("both", "off", "on"), default=None,
                         help="baseline and +DD (default), baseline only, +DD only")
     parser.add_argument("--similar-k", type=int, default=None)
@@ -295,7 +331,7 @@ def main(args: dict[str, Any]) -> int:
         dd = {None: None, "both": [False, True], "off": [False], "on": [True]}[args["dd"]]
         jobs = experiment_jobs(
             args["profile"], datasets=_names(args["datasets"]), methods=_names(args["methods"]),
-            out_dir=args["out"], results_dir=args["results_dir"],
+            ablation=args["ablation"], out_dir=args["out"], results_dir=args["results_dir"],
             increments=ints(args["increments"]), orders=ints(args["orders"]), dd=dd,
             similar_k=args["similar_k"], epochs=args["epochs"], device=args["device"])
     outcomes = run_jobs(jobs, workers=args["workers"], threads=args["threads"],

@@ -335,3 +335,16 @@ def test_load_dispatches_and_names_the_parameter(tmp_path: Path) -> None:
         load("mnist", data_dir=tmp_path)
     with pytest.raises(FileNotFoundError, match="download"):
         load("cifar100", data_dir=tmp_path)
+
+
+def test_synthetic_images_match_their_version():
+    """The images of `SYNTHETIC_VERSION`: a change to the generator must bump the version
+    (it is part of every synthetic run's identity), then update this fingerprint."""
+    import hashlib
+
+    from ddlib.config import SYNTHETIC_VERSION
+
+    d = synthetic(num_classes=8, num_superclasses=2, train_per_class=3, test_per_class=2,
+                  image_size=8, seed=0)
+    digest = hashlib.sha256(d.train_x.tobytes() + d.test_x.tobytes()).hexdigest()[:16]
+    assert (SYNTHETIC_VERSION, digest) == (2, "c258ae18bb36974a")

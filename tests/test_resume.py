@@ -71,3 +71,23 @@ def test_checkpoint_of_another_config_is_refused(smoke):
     torch.save(state, checkpoint_path(cfg, 4))
     with pytest.raises(ValueError, match="fresh"):
         ddlib.run(cfg, verbose=False)
+
+
+def test_a_run_held_by_another_process_waits_then_reads_the_result_back(smoke):
+    import fcntl
+    import threading
+
+    cfg = smoke()
+    first = ddlib.run(cfg, verbose=False)
+    store = results.result_path(cfg)
+    second: dict = {}
+    with open(store.with_suffix(".lock"), "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a sweep job running the same config would
+        worker = threading.Thread(target=lambda: second.update(ddlib.run(cfg, verbose=False)))
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive(), "run() must wait for the lock"
+        fcntl.flock(held, fcntl.LOCK_UN)
+    worker.join(timeout=60)
+    assert _accs(second) == _accs(first)
+    assert second["wall_time_s"] == first["wall_time_s"]  # read back, not trained again

@@ -7,6 +7,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
+import ddlib
 from ddlib import sweep
 from ddlib.__main__ import main
 
@@ -85,8 +86,29 @@ def test_bad_values_fail_in_the_grid_before_any_job(capsys):
 def test_experiment_grid_names_and_expected_results(tmp_path):
     jobs = sweep.experiment_jobs("cpu", datasets=["synthetic", "cifar100"],
                                  methods=["icarl"], results_dir=str(tmp_path))
-    assert [j.output.name for j in jobs] == ["icarl.ipynb", "icarl-cifar100.ipynb"]
-    assert jobs[0].notebook.name == "icarl.ipynb"
-    assert jobs[1].parameters == {"profile": "cpu", "dataset": "cifar100",
-                                  "results_dir": str(tmp_path)}
-    assert [p.parent.parent.name for p in jobs[0].expects] == ["icarl", "icarl+dd"]
+    assert [j.output.name for j in jobs] == ["icarl.ipynb", "ablation.ipynb",
+                                             "icarl-cifar100.ipynb", "ablation-cifar100.ipynb"]
+    assert [j.notebook.name for j in jobs[:2]] == ["icarl.ipynb", "ablation.ipynb"]
+    assert jobs[2].parameters == {"profile": "cpu", "dataset": "cifar100", "orders": [0],
+                                  "increments": [10, 20], "results_dir": str(tmp_path)}
+    # baseline and +DD at 10 and 20 classes per round
+    assert sorted((p.parent.parent.name, p.parent.name) for p in jobs[0].expects) == [
+        ("icarl", "inc10"), ("icarl", "inc20"), ("icarl+dd", "inc10"), ("icarl+dd", "inc20")]
+    # the ablation: +DD with k = 0, 2, 3, 4, 1, then the baseline, at 20 per round
+    assert [p.parent.parent.name for p in jobs[1].expects] == [
+        "icarl+dd-k0", "icarl+dd-k2", "icarl+dd-k3", "icarl+dd-k4", "icarl+dd", "icarl"]
+    assert {p.parent.name for p in jobs[1].expects} == {"inc20"}
+
+
+def test_imagenet_jobs_take_the_datasets_increment_and_skip_the_ablation(tmp_path):
+    jobs = sweep.experiment_jobs("paper", datasets=["imagenet100"], methods=["bic", "lwf"],
+                                 results_dir=str(tmp_path))
+    assert [j.output.name for j in jobs] == ["bic.ipynb", "lwf.ipynb"]
+    assert "increments" not in jobs[0].parameters
+    assert {p.parent.name for p in jobs[0].expects} == {"inc10"}
+    assert {p.stem for p in jobs[0].expects} == {"order0", "order1", "order2"}
+
+
+def test_similar_k_list_plans_each_arm_and_one_baseline():
+    runs = ddlib.plan("smoke", method="ucir", dd=[True, False], similar_k=[0, 2, 1])
+    assert [(c.dd, c.similar_k) for c in runs] == [(True, 0), (True, 2), (True, 1), (False, 1)]

@@ -56,7 +56,7 @@ class Method:
         self.data = data
         self.device = data.train_x.device
         seed_everything(cfg.seed)  # weight init
-        backbone = make_backbone("resnet32", width=cfg.width, **self.backbone_options)
+        backbone = make_backbone(cfg.backbone, width=cfg.width, **self.backbone_options)
         self.model = Net(backbone, self.make_head(backbone.out_dim)).to(self.device)
         if data.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

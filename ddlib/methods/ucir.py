@@ -1,7 +1,8 @@
 """UCIR / LUCIR (Hou et al., CVPR 2019) as PROTOCOL 3.3 specifies.
 
-Model: ResNet-32 with option-B shortcuts and no ReLU after the last block (features may be
-negative), cosine head z_c = sigma * cos(w_c, f) from round 1 on (paper Eq. 1).
+Model: ResNet-32 (ImageNet: ResNet-18) with option-B shortcuts and no ReLU after the last
+block (features may be negative), cosine head z_c = sigma * cos(w_c, f) from round 1 on
+(paper Eq. 1).
 Round 1: CE on the sigma-scaled cosine logits. Round r >= 2:
   - new class rows are imprinted from the old network's normalised class means, scaled to
     the mean norm of the old rows; old rows are frozen, sigma is carried over and trains;
