@@ -222,6 +222,23 @@ def table2(baseline: Results, dd: Results, *, rule: str = "cnn",
     return table
 
 
+def table2_change(table: pd.DataFrame) -> dict[str, float]:
+    """Per error type of a `table2` table, the +DD count summed over its rounds relative to
+    the baseline's, in % (negative: DD makes fewer such errors)."""
+    totals = table.sum(axis=1)
+    out = {}
+    for kind in table.index.get_level_values("type").unique():
+        base, dd = (float(totals[(kind, m)]) for m in _sides(totals[kind].index))
+        out[f"{kind}_change_pct"] = 100.0 * (dd - base) / base if base else float("nan")
+    return out
+
+
+def _sides(methods: Iterable[str]) -> tuple[str, str]:
+    names = list(methods)
+    dd = [m for m in names if "+DD" in m]
+    return next(m for m in names if m not in dd), dd[0]
+
+
 # ----------------------------------------------------------------------------- Figure 1
 
 
@@ -240,6 +257,29 @@ def class_accuracy(results: Results, class_name: str, *, rule: str | None = None
                          "classes_seen": rec["classes_seen"],
                          "accuracy": per_class_accuracy(counts)[label]})
     return pd.DataFrame(rows)
+
+
+def figure1_class(results: Results, *, rule: str | None = None) -> str:
+    """The class Figure 1 follows: of the first round's classes with a superclass sibling
+    arriving later, the one whose accuracy falls most, summed over those arrival rounds,
+    in the first result (a baseline run; ties go to the smaller label)."""
+    result = as_results(results)[0]
+    when = _label_round(result)
+    coarse = _coarse(result)
+    best, best_drop = None, -np.inf
+    for label in sorted(c for c, r in when.items() if r == 1):
+        name = result["class_names"][label]
+        arrivals = {when[c] for c in np.flatnonzero(coarse == coarse[label]).tolist()
+                    if when.get(c, 1) > 1}
+        if not arrivals:
+            continue
+        acc = class_accuracy(result, name, rule=rule).set_index("round")["accuracy"]
+        drop = sum(acc[r - 1] - acc[r] for r in arrivals)
+        if drop > best_drop:
+            best, best_drop = name, drop
+    if best is None:
+        raise ValueError("no first-round class has a superclass sibling in a later round")
+    return best
 
 
 def superclass_arrivals(result: Result | str | Path, class_name: str) -> pd.DataFrame:
@@ -355,6 +395,36 @@ def run_summary(data: pd.DataFrame | Results) -> pd.DataFrame:
                      "avg_inc_acc": average_incremental_accuracy(run["acc"].tolist()),
                      "path": path})
     return pd.DataFrame(rows)
+
+
+def dd_gains(data: pd.DataFrame | Results, *, similar_k: int = 1,
+             rule: str | None = None) -> pd.DataFrame:
+    """Per (increment, method): average incremental and final accuracy of the baseline and
+    of +DD (`similar_k`), means over orders, and DD's gain in points."""
+    runs = run_summary(with_rule(as_frame(data), rule))
+    runs = runs[~runs["dd"] | (runs["similar_k"] == similar_k)]
+    means = (runs.groupby(["increment", "method", "dd"])[["avg_inc_acc", "final_acc"]].mean()
+             .unstack("dd"))
+    table = pd.DataFrame({"avg B": means[("avg_inc_acc", False)],
+                          "avg +DD": means[("avg_inc_acc", True)],
+                          "final B": means[("final_acc", False)],
+                          "final +DD": means[("final_acc", True)]}).dropna()
+    table["avg gain"] = table["avg +DD"] - table["avg B"]
+    table["final gain"] = table["final +DD"] - table["final B"]
+    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    table = table.reset_index().sort_values(["increment", "method"],
+                                            key=lambda c: c.map(order) if c.name == "method" else c)
+    table["method"] = table["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    return table.set_index(["increment", "method"]).round(2)
+
+
+def dd_gain_numbers(data: pd.DataFrame | Results) -> dict[str, float]:
+    """Figure 3's prose numbers: mean, min and max average-accuracy gain over the panels,
+    and how many panels gain."""
+    gains = dd_gains(data)["avg gain"]
+    return {"mean_gain": float(gains.mean()), "min_gain": float(gains.min()),
+            "max_gain": float(gains.max()), "panels": float(len(gains)),
+            "panels_gained": float((gains > 0).sum())}
 
 
 def accuracy_summary(data: pd.DataFrame | Results, *, dataset: str | None = None,

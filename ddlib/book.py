@@ -24,6 +24,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .utils import project_root, resolve_path
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
@@ -69,81 +71,132 @@ def grid(profile: str) -> dict[str, Any]:
 
 
 class Exhibit:
-    """The results one exhibit page shows: every run of `profile` on `dataset` in the store.
+    """The results one exhibit page shows: the runs of `profile` on `dataset` in the store
+    that match `match`; it is `ready` when, for each dict in `require`, some run matches it.
 
     Shown in a notebook, it is a line that states what produced the page (profile, dataset,
-    orders, epochs, runs), or, when this build has no such runs, what is missing and the
-    command that produces them. `show(func, ...)` calls `func(self.frame, ...)` only when
-    there are results, so a page without them shows the message and no empty axes.
+    orders, epochs, runs), or, when this build lacks the runs, what is missing and the
+    command that produces them. `show(func, ...)` calls `func(...)` only when ready, so a
+    page without its runs shows that message and no empty axes.
     """
 
     def __init__(self, title: str, *, profile: str, dataset: str, results_dir: str = "results",
-                 **match: Any) -> None:
+                 require: tuple[dict[str, Any], ...] = ({},), **match: Any) -> None:
         from . import results as store
 
         self.title, self.profile, self.dataset = title, profile, dataset
-        self.results_dir, self.match = results_dir, match
+        self.results_dir, self.match, self.require = results_dir, match, require
         found = [(path, payload) for path, payload in store.scan(results_dir)[0]
                  if _matches(payload["config"], profile=profile, dataset=dataset, **match)]
         self.results: list[dict[str, Any]] = [payload for _, payload in found]
         rows = [row for path, payload in found for row in store.frame_rows(payload, str(path))]
         self.frame = _frame(rows)
+        self.missing = [need for need in require if not self.runs(**need)]
 
     @property
     def ready(self) -> bool:
-        return bool(self.results)
+        return bool(self.results) and not self.missing
+
+    @property
+    def grid(self) -> dict[str, Any]:
+        return grid(self.profile)
 
     def runs(self, **match: Any) -> list[dict[str, Any]]:
         """The results whose config matches `match` (e.g. method="ucir", dd=True)."""
         return [r for r in self.results if _matches(r["config"], **match)]
 
     def show(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        """`func(self.frame, *args, **kwargs)` when there are results, else None."""
-        return func(self.frame, *args, **kwargs) if self.ready else None
+        """`func(*args, **kwargs)` when ready, else None (nothing is drawn)."""
+        return func(*args, **kwargs) if self.ready else None
+
+    def glue(self, keys: list[str], func: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+        """Glue `func(*args, **kwargs)` (a dict with exactly `keys`) for the prose; NaN for
+        every key when not ready, so the page still builds and says 'nan'."""
+        values = func(*args, **kwargs) if self.ready else dict.fromkeys(keys, float("nan"))
+        if sorted(values) != sorted(keys):
+            raise ValueError(f"{func.__name__} gave {sorted(values)}, the page uses {keys}")
+        glue(values)
+        return values
 
     def command(self) -> str:
         """The command that produces this exhibit's runs."""
-        return f"make book PROFILE={self.profile} DATASETS={self.dataset}"
+        from .config import IMAGENET_DATASETS
+
+        book = f"make book PROFILE={self.profile} DATASETS={self.dataset}"
+        if self.dataset in IMAGENET_DATASETS:
+            return (f"python -m ddlib sweep --profile {self.profile} --datasets {self.dataset} "
+                    f"--data-dir /path/to/imagenet   # holds train/ and val/\n{book}")
+        return book
 
     def provenance(self) -> str:
         configs = [r["config"] for r in self.results]
-        values = {key: sorted({c[key] for c in configs})
-                  for key in ("order", "increment", "epochs", "expert_epochs")}
-        extra = (f"; expert {_join(values['expert_epochs'])}+"
-                 f"{_join(sorted({c['expert_balanced_epochs'] for c in configs if c['dd']}))} epochs"
-                 if any(c["dd"] for c in configs) else "")
-        return (f"**{self.title}**: {len(configs)} runs from `{self.results_dir}/`, profile "
-                f"`{self.profile}`, dataset `{self.dataset}`, class order(s) "
-                f"{_join(values['order'])}, {_join(values['increment'])} classes per round, "
-                f"{_join(values['epochs'])} epochs{extra}.")
+
+        def values(key: str, dd_only: bool = False) -> str:
+            return ", ".join(str(v) for v in sorted({c[key] for c in configs
+                                                      if c["dd"] or not dd_only}))
+
+        expert = (f"; expert {values('expert_epochs', True)} + "
+                  f"{values('expert_balanced_epochs', True)} epochs"
+                  if any(c["dd"] for c in configs) else "")
+        return (f"**{self.title}** is built from {len(configs)} runs in `{self.results_dir}/`: "
+                f"profile `{self.profile}`, dataset `{self.dataset}`, class order(s) "
+                f"{values('order')}, {values('increment')} classes per round, "
+                f"{values('epochs')} epochs{expert}.")
 
     def _repr_markdown_(self) -> str:
         if self.ready:
             return self.provenance()
+        wanted = ", ".join(f"{k}={v}" for k, v in {**self.match, **(self.missing or [{}])[0]}
+                           .items())
         return (f"**{self.title}: not run in this build.** The results store "
-                f"`{self.results_dir}/` holds no `{self.profile}`-profile runs on `{self.dataset}`"
-                + (f" matching {self.match}" if self.match else "")
-                + f". To produce them (see the README for the data folders):\n\n"
-                f"```bash\n{self.command()}\n```")
+                f"`{self.results_dir}/` has no `{self.profile}`-profile run on "
+                f"`{self.dataset}`" + (f" with {wanted}" if wanted else "")
+                + f". This produces them:\n\n```bash\n{self.command()}\n```")
 
     def __repr__(self) -> str:
         return self._repr_markdown_()
 
 
 def exhibit(title: str, profile: str | None = None, dataset: str | None = None, *,
-            results_dir: str = "results", **match: Any) -> Exhibit:
+            results_dir: str = "results", require: tuple[dict[str, Any], ...] = ({},),
+            **match: Any) -> Exhibit:
     """The `Exhibit` of a page: `setting(profile, dataset)` decides what it shows."""
     chosen = setting(profile, dataset)
     return Exhibit(title, profile=chosen["profile"], dataset=chosen["dataset"],
-                   results_dir=results_dir, **match)
+                   results_dir=results_dir, require=require, **match)
+
+
+def table1(profile: str, datasets: list[str] | None = None, *,
+           data_dir: str = "data") -> Any:
+    """Table 1 from the dataset objects: classes, superclasses, images and image size of
+    each dataset of the build (loaded as its runs load it); a dataset that is not on this
+    machine gets a row saying so."""
+    import pandas as pd
+
+    from .config import RunConfig
+    from .run import load_scenario
+
+    rows = []
+    for name in datasets or [setting(profile)["dataset"]]:
+        cfg = RunConfig.resolve(profile, dataset=name, data_dir=data_dir)
+        try:
+            arrays = load_scenario(cfg).data
+        except (OSError, ValueError) as err:
+            rows.append({"dataset": name, "note": f"not loaded here: {err}"})
+            continue
+        per_train = np.bincount(arrays.train_y)
+        rows.append({"dataset": name, "classes": arrays.num_classes,
+                     "superclasses": len(arrays.coarse_names or []) or None,
+                     "train images": len(arrays.train_y), "test images": len(arrays.test_y),
+                     "train per class": f"{per_train.min()}-{per_train.max()}"
+                     if per_train.min() != per_train.max() else int(per_train[0]),
+                     "image size": "x".join(str(d) for d in arrays.train_x.shape[1:3]),
+                     "note": f"as the `{profile}` profile loads it"})
+    return pd.DataFrame(rows).set_index("dataset")
 
 
 def _matches(config: dict[str, Any], **match: Any) -> bool:
     return all(config.get(k) == v for k, v in match.items())
-
-
-def _join(values: list[Any]) -> str:
-    return ", ".join(str(v) for v in values)
 
 
 def _frame(rows: list[dict[str, Any]]) -> Any:

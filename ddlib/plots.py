@@ -163,7 +163,8 @@ def class_accuracy(results: Results, class_name: str, *, rule: str | None = None
                 linestyle="-" if order == track["order"].iloc[0] else "--")
     if records[0].get("coarse") is not None:
         siblings = analysis.superclass_arrivals(records[0], class_name)
-        siblings = siblings[(siblings["class"] != class_name) & siblings["round"].notna()]
+        learned = siblings.loc[siblings["class"] == class_name, "round"].iloc[0]
+        siblings = siblings[siblings["round"] > learned]  # arrivals after the class's own
         for rnd, group in siblings.groupby("round"):
             ax.axvline(rnd, color="grey", linestyle=":", linewidth=1)
             ax.annotate("+ " + ", ".join(group["class"]), (rnd, 1.0),

@@ -153,6 +153,49 @@ def test_summaries_over_orders():
         analysis.accuracy_summary(pd.concat([frame, frame.assign(dataset="cifar100")]))
 
 
+def test_dd_gains_and_their_prose_numbers():
+    rows = [{"run": "x", "method": m, "dd": dd, "similar_k": k, "order": o, "increment": 2,
+             "profile": "smoke", "dataset": "synthetic", "round": r, "classes_seen": 2 * r,
+             "acc_cnn": 0.0, "acc_nme": 0.0, "acc": acc, "path": f"{m}-{dd}-{k}-{o}"}
+            for m, dd, k, o, accs in (("ucir", False, 1, 0, (80, 60)), ("ucir", False, 1, 1, (70, 50)),
+                                      ("ucir", True, 1, 0, (80, 64)), ("ucir", True, 1, 1, (70, 56)),
+                                      ("ucir", True, 3, 0, (80, 99)),  # another arm: left out
+                                      ("lwf", False, 1, 0, (60, 40)), ("lwf", True, 1, 0, (60, 38)))
+            for r, acc in enumerate(accs, start=1)]
+    gains = analysis.dd_gains(pd.DataFrame(rows))
+    assert gains.index.tolist() == [(2, "LwF"), (2, "UCIR")]  # the paper's method order
+    # UCIR: avg B = mean(70, 60) = 65, avg +DD = mean(72, 63) = 67.5; finals 55 vs 60
+    assert gains.loc[(2, "UCIR")].tolist() == [65.0, 67.5, 55.0, 60.0, 2.5, 5.0]
+    assert gains.loc[(2, "LwF"), "avg gain"] == -1.0
+    numbers = analysis.dd_gain_numbers(pd.DataFrame(rows))
+    assert numbers == {"mean_gain": 0.75, "min_gain": -1.0, "max_gain": 2.5, "panels": 2.0,
+                       "panels_gained": 1.0}
+
+
+def test_table2_change_in_percent():
+    better = COUNTS.copy()
+    better[0, 1], better[0, 0] = 0, 6  # one forgetting error fewer: 4 -> 3
+    table = analysis.table2(two_rounds(COUNTS), two_rounds(better, dd=True))
+    assert analysis.table2_change(table) == {"confusion_change_pct": 0.0,
+                                             "forgetting_change_pct": -25.0}
+
+
+def test_figure1_class_is_the_first_round_class_that_falls_most_when_a_sibling_arrives():
+    # Round 1: baby 9/10, bus 8/10. Round 2 brings girl (baby's sibling) and train (bus's).
+    first = np.array([[9, 1], [2, 8]])
+    second = np.zeros((4, 4), int)
+    np.fill_diagonal(second, [3, 7, 10, 10])  # baby falls 90 -> 30, bus 80 -> 70
+    second[0, 2], second[1, 3] = 7, 3
+    result = fake_result([([0, 1], first, first), ([2, 3], second, second)])
+    assert analysis.figure1_class(result) == "baby"
+    second[0, 0], second[0, 2] = 10, 0  # now baby holds at 100 and bus falls most
+    result = fake_result([([0, 1], first, first), ([2, 3], second, second)])
+    assert analysis.figure1_class(result) == "bus"
+    alone = fake_result([([0, 1], first, first), ([2, 3], second, second)], coarse=[0, 1, 2, 3])
+    with pytest.raises(ValueError, match="no first-round class has a superclass sibling"):
+        analysis.figure1_class(alone)
+
+
 # ----------------------------------------------------------------------------- smoke run
 
 

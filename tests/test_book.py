@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
+import ddlib
 from ddlib import book
+from test_analysis import COUNTS, two_rounds
 
 
 def test_setting_prefers_explicit_then_the_build_then_smoke(monkeypatch):
@@ -27,3 +33,50 @@ def test_cache_is_dropped_only_when_results_or_profile_change(tmp_path):
     assert book.refresh_cache(build, **key) and not cache.exists()
     cache.mkdir()
     assert book.refresh_cache(build, **{**key, "profile": "cpu"}) and not cache.exists()
+
+
+def _store(tmp_path, *configs):
+    """A results store holding smoke-like results for the given config overrides."""
+    for i, over in enumerate(configs):
+        payload = two_rounds(COUNTS, dd=over.get("dd", False))
+        payload["config"].update(epochs=3, expert_epochs=2, expert_balanced_epochs=1, **over)
+        payload.update(schema_version=1, ddlib_version="t", env={}, avg_inc_acc={},
+                       last_acc={}, wall_time_s=0, train_time_s=0)
+        path = tmp_path / f"r{i}.json"
+        path.write_text(json.dumps(payload))
+    return str(tmp_path)
+
+
+def test_exhibit_is_ready_only_with_every_required_run(tmp_path):
+    store = _store(tmp_path, {"dd": False}, {"dd": True, "similar_k": 2})
+    need = ({"dd": False}, {"dd": True, "similar_k": 1})
+    ex = ddlib.book.exhibit("Table 2", "smoke", "synthetic", results_dir=store, require=need,
+                            method="ucir")
+    assert len(ex.results) == 2 and not ex.ready and ex.missing == [need[1]]
+    text = ex._repr_markdown_()
+    assert "Table 2: not run in this build" in text and "similar_k=1" in text
+    assert "make book PROFILE=smoke DATASETS=synthetic" in text
+    assert ex.show(lambda: 1 / 0) is None  # nothing is drawn
+    assert ex.glue(["a"], dict) == {"a": pytest.approx(float("nan"), nan_ok=True)}
+
+    ready = ddlib.book.exhibit("Table 2", "smoke", "synthetic", results_dir=store,
+                               require=({"dd": False},), method="ucir")
+    assert ready.ready and ready.show(len, ready.runs(dd=True)) == 1
+    assert ready._repr_markdown_().startswith("**Table 2** is built from 2 runs")
+    with pytest.raises(ValueError, match="the page uses"):
+        ready.glue(["a"], lambda: {"b": 1.0})
+    assert not ddlib.book.exhibit("x", "cpu", "synthetic", results_dir=store).ready
+
+
+def test_imagenet_exhibit_names_the_sweep_with_a_data_folder(tmp_path):
+    ex = ddlib.book.exhibit("Figure 4", "paper", "imagenet100", results_dir=str(tmp_path))
+    assert "python -m ddlib sweep --profile paper --datasets imagenet100 --data-dir" in ex.command()
+
+
+def test_table1_computes_the_statistics_and_reports_missing_datasets(tmp_path):
+    table = ddlib.book.table1("smoke", ["synthetic", "cifar100"], data_dir=str(tmp_path))
+    row = table.loc["synthetic"]
+    assert (row["classes"], row["superclasses"], row["train images"], row["test images"]) == (
+        20, 4, 20 * 24, 20 * 10)
+    assert row["image size"] == "16x16" and row["train per class"] == 24
+    assert "not loaded here" in table.loc["cifar100", "note"]
