@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from .config import METHOD_ORDER
 from .utils import project_root, resolve_path
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
-METHODS = ("lwf", "icarl", "ucir", "bic")
 
 # The book's run grid per profile. `paper` is the paper's full matrix (PROTOCOL 5.6) on
 # CIFAR-100-like datasets; ImageNet datasets take their own increment (10 or 100) from the
@@ -42,7 +42,7 @@ GRID: dict[str, dict[str, Any]] = {
     "cpu": dict(increments=(10, 20), orders=(0,), analysis_increment=20,
                 ablation_methods=("icarl",), similar_ks=(0, 1, 2, 3, 4)),
     "paper": dict(increments=(5, 10, 20), orders=(0, 1, 2), analysis_increment=20,
-                  ablation_methods=METHODS, similar_ks=(0, 1, 2, 3, 4)),
+                  ablation_methods=METHOD_ORDER, similar_ks=(0, 1, 2, 3, 4)),
 }
 
 
@@ -59,9 +59,16 @@ def glue(values: dict[str, Any]) -> None:
 def setting(profile: str | None = None, dataset: str | None = None) -> dict[str, str]:
     """The profile and dataset a page shows: the given ones, else the book build's
     (DDBOOK_PROFILE, first of DDBOOK_DATASETS), else `smoke` on `synthetic`."""
+    from .config import DATASETS, PROFILES
+
     datasets = [d for d in os.environ.get(DATASETS_VAR, "").split(",") if d.strip()]
-    return {"profile": profile or os.environ.get(PROFILE_VAR) or "smoke",
-            "dataset": dataset or (datasets[0].strip() if datasets else "synthetic")}
+    chosen = {"profile": profile or os.environ.get(PROFILE_VAR) or "smoke",
+              "dataset": dataset or (datasets[0].strip() if datasets else "synthetic")}
+    for name, allowed in (("profile", PROFILES), ("dataset", DATASETS)):
+        if chosen[name] not in allowed:
+            raise ValueError(f"{name}={chosen[name]!r} is unknown; choose one of "
+                             f"{sorted(allowed)}")
+    return chosen
 
 
 def grid(profile: str) -> dict[str, Any]:
@@ -166,6 +173,13 @@ def exhibit(title: str, profile: str | None = None, dataset: str | None = None, 
                    results_dir=results_dir, require=require, **match)
 
 
+def ablation_runs(profile: str) -> tuple[dict[str, Any], ...]:
+    """Figure 7's required runs: every ablated method's baseline and +DD arms."""
+    book_grid = grid(profile)
+    arms = [{"dd": False}] + [{"dd": True, "similar_k": k} for k in book_grid["similar_ks"]]
+    return tuple({"method": m, **arm} for m in book_grid["ablation_methods"] for arm in arms)
+
+
 def table1(profile: str, datasets: list[str] | None = None, *,
            data_dir: str = "data") -> Any:
     """Table 1 from the dataset objects: classes, superclasses, images and image size of
@@ -177,16 +191,21 @@ def table1(profile: str, datasets: list[str] | None = None, *,
     from .run import load_scenario
 
     rows = []
+    columns = ("classes", "superclasses", "train images", "test images", "train per class",
+               "image size")
     for name in datasets or [setting(profile)["dataset"]]:
         cfg = RunConfig.resolve(profile, dataset=name, data_dir=data_dir)
         try:
             arrays = load_scenario(cfg).data
         except (OSError, ValueError) as err:
-            rows.append({"dataset": name, "note": f"not loaded here: {err}"})
+            where = resolve_path(data_dir)
+            why = str(err).replace(str(where), data_dir)  # same text on every machine
+            rows.append({"dataset": name, **dict.fromkeys(columns, ""),
+                         "note": "not on this machine: " + why.split(":")[0]})
             continue
         per_train = np.bincount(arrays.train_y)
         rows.append({"dataset": name, "classes": arrays.num_classes,
-                     "superclasses": len(arrays.coarse_names or []) or None,
+                     "superclasses": len(arrays.coarse_names or []) or "",
                      "train images": len(arrays.train_y), "test images": len(arrays.test_y),
                      "train per class": f"{per_train.min()}-{per_train.max()}"
                      if per_train.min() != per_train.max() else int(per_train[0]),

@@ -16,6 +16,7 @@ from typing import Any
 DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")
 IMAGENET_DATASETS = ("imagenet100", "imagenet")  # ResNet-18, random-resized crop (PROTOCOL)
 DEVICES = ("auto", "cpu", "cuda")
+METHOD_ORDER = ("lwf", "icarl", "ucir", "bic")  # the paper's order, in tables and figures
 # Fields that change where or how fast a run goes, never its result.
 RUNTIME_FIELDS = frozenset({"device", "threads", "results_dir", "progress", "data_dir",
                             "download", "fresh"})

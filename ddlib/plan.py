@@ -8,6 +8,7 @@ the results store), and the summaries below turn the results into rounded tables
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,13 +28,14 @@ _SCHEDULES = (("epochs", "milestones"), ("expert_epochs", "expert_milestones"),
               ("expert_balanced_epochs", "expert_balanced_milestones"))
 
 
-def plan(profile: str, *, method: str, dataset: str | None = None,
+def plan(profile: str, *, method: str | Sequence[str], dataset: str | None = None,
          increments: int | Sequence[int] | None = None,
          dd: bool | Sequence[bool] = (False, True), orders: int | Sequence[int] = (0,),
          similar_k: int | Sequence[int] | None = None, device: str = "auto",
          results_dir: str = "results",
          **overrides: Any) -> list[RunConfig]:
-    """Every run of `method` for increments x dd x orders, resolved from `profile` and
+    """Every run of `method` (one or a list) for increments x dd x similar_k x orders,
+    resolved from `profile` and
     validated before any work; ValueError names the first bad parameter.
 
     `increments`, `dd`, `orders` and `similar_k` take one value or a list (papermill's
@@ -58,16 +60,17 @@ def plan(profile: str, *, method: str, dataset: str | None = None,
                 _integer(epochs_field, overrides[epochs_field]))
     overrides.setdefault("progress", os.environ.get("TQDM_DISABLE") != "1")
     runs: dict[Path, RunConfig] = {}  # a baseline planned once whatever the similar_k list
-    for increment in _values("increments", increments, int, allow_none=True):
-        for with_dd in _values("dd", dd, bool):
-            for k in _values("similar_k", similar_k, int, allow_none=True):
-                for order in _values("orders", orders, int):
-                    cfg = RunConfig.resolve(profile, method=method, dataset=dataset,
-                                            increment=increment, dd=with_dd, order=order,
-                                            similar_k=k if with_dd else None, device=device,
-                                            results_dir=results_dir, **overrides)
-                    _check_rounds(cfg)
-                    runs.setdefault(results.result_path(cfg), cfg)
+    grid = itertools.product(_values("method", method, str),
+                             _values("increments", increments, int, allow_none=True),
+                             _values("dd", dd, bool),
+                             _values("similar_k", similar_k, int, allow_none=True),
+                             _values("orders", orders, int))
+    for name, increment, with_dd, k, order in grid:
+        cfg = RunConfig.resolve(profile, method=name, dataset=dataset, increment=increment,
+                                dd=with_dd, order=order, similar_k=k if with_dd else None,
+                                device=device, results_dir=results_dir, **overrides)
+        _check_rounds(cfg)
+        runs.setdefault(results.result_path(cfg), cfg)
     return list(runs.values())
 
 

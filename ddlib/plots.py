@@ -18,10 +18,10 @@ from matplotlib.figure import Figure
 
 from . import analysis
 from .analysis import METHOD_LABELS, Results
+from .config import METHOD_ORDER
 
 BASELINE, DD = "#1f77b4", "#ff7f0e"  # matplotlib's first two colours, as in the seed
 METHOD_COLORS = {"lwf": "#2ca02c", "icarl": "#1f77b4", "ucir": "#9467bd", "bic": "#d62728"}
-METHOD_ORDER = ("lwf", "icarl", "ucir", "bic")
 ARMS = ("B", "0", "1", "2", "3", "4")
 _STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
           "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .config import METHOD_ORDER
 from .utils import project_root
 
-METHOD_ORDER = ("lwf", "icarl", "ucir", "bic")
 RUNTIME_PARAMETERS = frozenset({"threads"})  # differ between sweeps, never change results
 
 
@@ -68,7 +68,7 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
                     methods: Sequence[str] = METHOD_ORDER, ablation: bool = True,
                     out_dir: str | Path = "book/runs", notebooks_dir: str | Path = "notebooks",
                     results_dir: str = "results", **parameters: Any) -> list[Job]:
-    """The book's grid (`ddlib.book.GRID`) as papermill jobs, costliest first.
+    """The book's grid (`ddlib.book.GRID`) as papermill jobs, costliest first (`_COST_RANK`).
 
     Per dataset, one job per method, `notebooks/<method>.ipynb` -> `<out_dir>/<method>.ipynb`
     (`<method>-<dataset>.ipynb` after the first dataset), with the grid's increments and
@@ -86,9 +86,8 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
     jobs = []
 
     def add(notebook: str, stem: str, method_list: Sequence[str], params: dict[str, Any]) -> None:
-        planned = [cfg for m in method_list for cfg in
-                   plan(**{k: v for k, v in params.items()
-                           if k not in RUNTIME_PARAMETERS | {"methods"}}, method=m)]
+        planned = plan(**{k: v for k, v in params.items()
+                          if k not in RUNTIME_PARAMETERS | {"methods"}}, method=list(method_list))
         jobs.append(Job(root / notebooks_dir / f"{notebook}.ipynb",
                         root / out_dir / f"{stem}.ipynb", params,
                         tuple(result_path(cfg) for cfg in planned)))
@@ -100,10 +99,14 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
                 "orders": list(book_grid["orders"])}
         if not imagenet:
             base["increments"] = list(book_grid["increments"])
-        for method in _by_cost(methods):
-            add(method, method + suffix, [method], {**base, **given})
+        names = list(methods)
         ablated = [m for m in book_grid["ablation_methods"] if m in methods]
         if ablation and ablated and not imagenet:
+            names.append("ablation")
+        for name in sorted(names, key=lambda n: _COST_RANK.get(n, -1)):
+            if name != "ablation":
+                add(name, name + suffix, [name], {**base, **given})
+                continue
             # +DD arms first: the baseline and k=1 are also in the method jobs (run.py's
             # lock makes a job that needs a run being trained elsewhere wait for it).
             ks = sorted(book_grid["similar_ks"], key=lambda k: (k == 1, k))
@@ -114,11 +117,9 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
     return jobs
 
 
-def _by_cost(methods: Sequence[str]) -> list[str]:
-    """Methods costliest first (BiC's second stage, UCIR's extra losses, then the rest), so
-    side-by-side workers finish close together."""
-    cost = {"bic": 0, "ucir": 1, "icarl": 2, "lwf": 3}
-    return sorted(methods, key=lambda m: cost.get(m, -1))
+# Jobs start costliest first, so side-by-side workers finish close together: BiC (its
+# second stage), UCIR (its extra losses), the ablation (four +DD runs), iCaRL, LwF.
+_COST_RANK = {"bic": 0, "ucir": 1, "ablation": 2, "icarl": 3, "lwf": 4}
 
 
 def in_place_jobs(notebooks: Iterable[str | Path]) -> list[Job]:
@@ -307,6 +308,9 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--similar-k", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    parser.add_argument("--data-dir", default=None,
+                        help="dataset folder (CIFAR-100 root, ImageNet folder with train/ "
+                             "and val/, or the .npz of `arrays`); default: the notebooks' data/")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--out", default="book/runs", help="folder of executed notebooks")
     parser.add_argument("--log-dir", default="_build/logs")
@@ -333,7 +337,8 @@ def main(args: dict[str, Any]) -> int:
             args["profile"], datasets=_names(args["datasets"]), methods=_names(args["methods"]),
             ablation=args["ablation"], out_dir=args["out"], results_dir=args["results_dir"],
             increments=ints(args["increments"]), orders=ints(args["orders"]), dd=dd,
-            similar_k=args["similar_k"], epochs=args["epochs"], device=args["device"])
+            similar_k=args["similar_k"], epochs=args["epochs"], device=args["device"],
+            data_dir=args["data_dir"])
     outcomes = run_jobs(jobs, workers=args["workers"], threads=args["threads"],
                         force=args["force"] or bool(args["in_place"]), log_dir=args["log_dir"])
     return report(outcomes)

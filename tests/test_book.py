@@ -19,6 +19,11 @@ def test_setting_prefers_explicit_then_the_build_then_smoke(monkeypatch):
     monkeypatch.setenv(book.DATASETS_VAR, "cifar100, synthetic")
     assert book.setting() == {"profile": "paper", "dataset": "cifar100"}
     assert book.setting("cpu", "synthetic") == {"profile": "cpu", "dataset": "synthetic"}
+    with pytest.raises(ValueError, match="dataset='cifar10' is unknown"):
+        book.setting("cpu", "cifar10")
+    monkeypatch.setenv(book.PROFILE_VAR, "gpu")
+    with pytest.raises(ValueError, match="profile='gpu' is unknown"):
+        book.setting()
 
 
 def test_cache_is_dropped_only_when_results_or_profile_change(tmp_path):
@@ -79,4 +84,4 @@ def test_table1_computes_the_statistics_and_reports_missing_datasets(tmp_path):
     assert (row["classes"], row["superclasses"], row["train images"], row["test images"]) == (
         20, 4, 20 * 24, 20 * 10)
     assert row["image size"] == "16x16" and row["train per class"] == 24
-    assert "not loaded here" in table.loc["cifar100", "note"]
+    assert table.loc["cifar100", "note"] == "not on this machine: CIFAR-100 not found"

@@ -43,12 +43,13 @@ def test_notebook_skeleton(path):
     assert any(c.outputs for c in code), "commit notebooks with their smoke outputs"
 
 
-def test_bad_parameter_fails_the_first_cell_with_ddlibs_message(tmp_path):
+@pytest.mark.parametrize("page", ["notebooks/lwf.ipynb", "book/figure3.ipynb"])
+def test_bad_parameter_fails_the_first_cell_with_ddlibs_message(tmp_path, page):
     out = tmp_path / "out.ipynb"
     with pytest.raises(papermill.PapermillExecutionError, match="profile='fast' is unknown"):
-        papermill.execute_notebook(str(ROOT / "notebooks/lwf.ipynb"), str(out),
+        papermill.execute_notebook(str(ROOT / page), str(out),
                                    parameters={"profile": "fast"}, kernel_name="python3",
-                                   cwd=str(ROOT / "notebooks"), progress_bar=False)
+                                   cwd=str((ROOT / page).parent), progress_bar=False)
     nb = nbformat.read(out, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code" and "remove-cell" not in _tags(c)]
     first = next(i for i, c in enumerate(code) if "injected-parameters" in _tags(c)) + 1

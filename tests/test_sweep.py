@@ -86,8 +86,9 @@ def test_bad_values_fail_in_the_grid_before_any_job(capsys):
 def test_experiment_grid_names_and_expected_results(tmp_path):
     jobs = sweep.experiment_jobs("cpu", datasets=["synthetic", "cifar100"],
                                  methods=["icarl"], results_dir=str(tmp_path))
-    assert [j.output.name for j in jobs] == ["icarl.ipynb", "ablation.ipynb",
-                                             "icarl-cifar100.ipynb", "ablation-cifar100.ipynb"]
+    assert [j.output.name for j in jobs] == ["ablation.ipynb", "icarl.ipynb",
+                                             "ablation-cifar100.ipynb", "icarl-cifar100.ipynb"]
+    jobs = [jobs[1], jobs[0], jobs[3], jobs[2]]  # icarl first below
     assert [j.notebook.name for j in jobs[:2]] == ["icarl.ipynb", "ablation.ipynb"]
     assert jobs[2].parameters == {"profile": "cpu", "dataset": "cifar100", "orders": [0],
                                   "increments": [10, 20], "results_dir": str(tmp_path)}
@@ -98,6 +99,11 @@ def test_experiment_grid_names_and_expected_results(tmp_path):
     assert [p.parent.parent.name for p in jobs[1].expects] == [
         "icarl+dd-k0", "icarl+dd-k2", "icarl+dd-k3", "icarl+dd-k4", "icarl+dd", "icarl"]
     assert {p.parent.name for p in jobs[1].expects} == {"inc20"}
+
+
+def test_jobs_start_costliest_first():
+    names = [j.name for j in sweep.experiment_jobs("cpu")]
+    assert names == ["bic", "ucir", "ablation", "icarl", "lwf"]
 
 
 def test_imagenet_jobs_take_the_datasets_increment_and_skip_the_ablation(tmp_path):
@@ -112,3 +118,17 @@ def test_imagenet_jobs_take_the_datasets_increment_and_skip_the_ablation(tmp_pat
 def test_similar_k_list_plans_each_arm_and_one_baseline():
     runs = ddlib.plan("smoke", method="ucir", dd=[True, False], similar_k=[0, 2, 1])
     assert [(c.dd, c.similar_k) for c in runs] == [(True, 0), (True, 2), (True, 1), (False, 1)]
+
+
+def test_data_dir_reaches_every_job_and_its_runs(tmp_path):
+    jobs = sweep.experiment_jobs("smoke", methods=["lwf"], data_dir=str(tmp_path / "imagenet"),
+                                 results_dir=str(tmp_path))
+    assert {j.parameters["data_dir"] for j in jobs} == {str(tmp_path / "imagenet")}
+    assert [j.notebook.name for j in jobs] == ["lwf.ipynb"]  # lwf is not in the ablation
+
+
+def test_plan_takes_a_list_of_methods_and_names_a_bad_one():
+    runs = ddlib.plan("smoke", method=["icarl", "bic"], dd=False)
+    assert [c.method for c in runs] == ["icarl", "bic"]
+    with pytest.raises(ValueError, match="method"):
+        ddlib.plan("smoke", method=["icarl", 3])
