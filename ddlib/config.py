@@ -78,6 +78,9 @@ SYNTHETIC_MAX_BYTES = 16 * 2**30  # uint8 images of the synthetic set
 # Bump when `data.synthetic` generates other images for the same arguments (tests/test_data.py
 # holds their fingerprint): it is part of every synthetic run's identity.
 SYNTHETIC_VERSION = 2
+# Bump a method's entry when its training changes what it computes for the same config; an
+# entry above 1 is part of that method's run identities (stored results are then redone).
+METHOD_VERSIONS = {"bic": 2}  # 2: stage 2 keeps the best epoch on the validation set
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,8 @@ class RunConfig:
         items = {k: v for k, v in self.as_dict().items() if k not in skip}
         if self.dataset == "synthetic":
             items["synthetic_version"] = SYNTHETIC_VERSION
+        if METHOD_VERSIONS.get(self.method, 1) > 1:
+            items["method_version"] = METHOD_VERSIONS[self.method]
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]
 
     def overrides(self) -> dict[str, Any]:

@@ -152,3 +152,30 @@ def test_bic_run_freezes_one_bias_layer_per_round(smoke):
     assert rec["bic_alpha"] == pytest.approx(layers[-1].alpha.item())  # last round's record
     trainable = {id(p) for p in method.trainable_parameters()}
     assert not any(id(p) in trainable for p in layers.parameters())
+
+
+def test_bic_stage_two_never_ends_worse_than_the_identity_on_validation(smoke):
+    import torch.nn.functional as F
+
+    from ddlib import engine
+    from ddlib.methods.bic import BETA_L2
+
+    method = _method(smoke(method="bic", bic_lr=50.0))  # absurd lr: SGD alone diverges
+    stage2, seen = method.extra_stage, []
+
+    def spy(rnd):
+        if not rnd.old_classes:  # round 1: no stage 2
+            return stage2(rnd)
+        val = torch.as_tensor(rnd.holdout)
+        y = method.data.train_y[val]
+        _, logits = engine.infer(method.model, method.data, method.data.train_x[val])
+        extra = stage2(rnd)
+        layer = method.model.bias_layers[-1]
+        fitted = F.cross_entropy(layer(logits), y) + BETA_L2 * layer.beta.pow(2).sum() / 2
+        seen.append((float(fitted), float(F.cross_entropy(logits, y))))
+        return extra
+
+    method.extra_stage = spy
+    for r in range(1, method.scenario.num_rounds + 1):
+        method.fit_round(r)
+    assert len(seen) == 3 and all(fitted <= identity + 1e-6 for fitted, identity in seen)
