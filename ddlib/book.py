@@ -129,11 +129,11 @@ class Exhibit:
         """The command that produces this exhibit's runs."""
         from .config import IMAGENET_DATASETS
 
-        book = f"make book PROFILE={self.profile} DATASETS={self.dataset}"
-        if self.dataset in IMAGENET_DATASETS:
-            return (f"python -m ddlib sweep --profile {self.profile} --datasets {self.dataset} "
-                    f"--data-dir /path/to/imagenet   # holds train/ and val/\n{book}")
-        return book
+        if self.dataset in IMAGENET_DATASETS:  # only the paper profile has ImageNet settings
+            return (f"python -m ddlib sweep --profile paper --datasets {self.dataset} "
+                    "--data-dir /path/to/imagenet   # holds train/ and val/; a GPU\n"
+                    f"make book PROFILE=paper DATASETS=cifar100,{self.dataset}")
+        return f"make book PROFILE={self.profile} DATASETS={self.dataset}"
 
     def provenance(self) -> str:
         configs = [r["config"] for r in self.results]

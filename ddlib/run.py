@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import platform
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,11 @@ def _resume(cfg: RunConfig, method, num_rounds: int, say) -> list[dict]:
         state = checkpoint.load(checkpoint_path(cfg, round_idx))
         if state is None:
             continue
-        if state["identity"] != cfg.identity():
-            raise ValueError(
-                f"{checkpoint_path(cfg, round_idx)} belongs to a different configuration "
-                f"(identity {state['identity']}, this run {cfg.identity()}); "
-                "pass fresh=True (--fresh) to start over")
+        if state["identity"] != cfg.identity():  # older code or other settings: start over
+            warnings.warn(f"{checkpoint_path(cfg, round_idx)} was made by another version or "
+                          f"configuration (identity {state['identity']}, this run "
+                          f"{cfg.identity()}); starting this run over", stacklevel=2)
+            break
         method.load_state(state)
         say(f"resumed after round {round_idx} from {checkpoint_path(cfg, round_idx)}")
         return state["records"]
@@ -108,7 +109,7 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
     if not cfg.fresh and store.is_file():
         try:
             payload = results.read(store)
-            if _same_run(payload["config"], cfg):
+            if payload.get("identity") == cfg.identity():
                 say(f"{cfg.run_name}: result exists, nothing to do -> {store}")
                 return payload
         except ValueError as err:
@@ -141,6 +142,9 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
     accs = {rule: [r[f"acc_{rule}"] for r in records] for rule in ("cnn", "nme")}
     payload = {
         "ddlib_version": __version__,
+        # The identity at write time: it hashes code versions (synthetic images, methods) as
+        # well as the config, so a result made by older code is not taken for a current one.
+        "identity": cfg.identity(),
         "config": cfg.as_dict(),
         "inference": method.inference,
         "env": {"device": str(device), "torch": torch.__version__,
@@ -164,11 +168,3 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
 def _row(rec: dict) -> str:
     return (f"{rec['round']:>5} {rec['classes_seen']:>7} {rec['acc_cnn']:>8.2f} "
             f"{rec['acc_nme']:>8.2f} {rec['time']['total']:>7.1f}")
-
-
-def _same_run(stored: dict, cfg: RunConfig) -> bool:
-    """A stored config is the same run when its identity is this config's."""
-    try:
-        return RunConfig.from_dict(stored).identity() == cfg.identity()
-    except (TypeError, KeyError):  # written by another version of RunConfig
-        return False

@@ -76,6 +76,8 @@ def test_exhibit_is_ready_only_with_every_required_run(tmp_path):
 def test_imagenet_exhibit_names_the_sweep_with_a_data_folder(tmp_path):
     ex = ddlib.book.exhibit("Figure 4", "paper", "imagenet100", results_dir=str(tmp_path))
     assert "python -m ddlib sweep --profile paper --datasets imagenet100 --data-dir" in ex.command()
+    smoke = ddlib.book.exhibit("Figure 4", "smoke", "imagenet100", results_dir=str(tmp_path))
+    assert smoke.command() == ex.command()  # ImageNet runs need the paper profile
 
 
 def test_table1_computes_the_statistics_and_reports_missing_datasets(tmp_path):
