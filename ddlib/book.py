@@ -116,14 +116,14 @@ class Exhibit:
         """`func(*args, **kwargs)` when ready, else None (nothing is drawn)."""
         return func(*args, **kwargs) if self.ready else None
 
-    def glue(self, keys: list[str], func: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+    def glue(self, keys: list[str], func: Any, *args: Any, **kwargs: Any) -> None:
         """Glue `func(*args, **kwargs)` (a dict with exactly `keys`) for the prose; NaN for
-        every key when not ready, so the page still builds and says 'nan'."""
+        every key when not ready, so the page still builds and says 'nan'. Returns nothing,
+        so the cell shows nothing but the glue."""
         values = func(*args, **kwargs) if self.ready else dict.fromkeys(keys, float("nan"))
         if sorted(values) != sorted(keys):
             raise ValueError(f"{func.__name__} gave {sorted(values)}, the page uses {keys}")
         glue(values)
-        return values
 
     def command(self) -> str:
         """The command that produces this exhibit's runs."""
