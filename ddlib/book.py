@@ -142,13 +142,13 @@ class Exhibit:
             return ", ".join(str(v) for v in sorted({c[key] for c in configs
                                                       if c["dd"] or not dd_only}))
 
-        expert = (f"; expert {values('expert_epochs', True)} + "
-                  f"{values('expert_balanced_epochs', True)} epochs"
+        expert = (f" (expert {values('expert_epochs', True)} + "
+                  f"{values('expert_balanced_epochs', True)})"
                   if any(c["dd"] for c in configs) else "")
         return (f"**{self.title}** is built from {len(configs)} runs in `{self.results_dir}/`: "
-                f"profile `{self.profile}`, dataset `{self.dataset}`, class order(s) "
-                f"{values('order')}, {values('increment')} classes per round, "
-                f"{values('epochs')} epochs{expert}.")
+                f"profile `{self.profile}`; dataset `{self.dataset}`; class orders "
+                f"{values('order')}; classes per round {values('increment')}; epochs "
+                f"{values('epochs')}{expert}.")
 
     def _repr_markdown_(self) -> str:
         if self.ready:
