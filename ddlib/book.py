@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from .config import METHOD_ORDER
+from .results import matches
 from .utils import project_root, resolve_path
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
@@ -93,11 +94,13 @@ class Exhibit:
 
         self.title, self.profile, self.dataset = title, profile, dataset
         self.results_dir, self.match, self.require = results_dir, match, require
+        import pandas as pd
+
         found = [(path, payload) for path, payload in store.scan(results_dir)[0]
-                 if _matches(payload["config"], profile=profile, dataset=dataset, **match)]
+                 if matches(payload, profile=profile, dataset=dataset, **match)]
         self.results: list[dict[str, Any]] = [payload for _, payload in found]
-        rows = [row for path, payload in found for row in store.frame_rows(payload, str(path))]
-        self.frame = _frame(rows)
+        self.frame = pd.DataFrame([row for path, payload in found
+                                   for row in store.frame_rows(payload, str(path))])
         self.missing = [need for need in require if not self.runs(**need)]
 
     @property
@@ -110,7 +113,7 @@ class Exhibit:
 
     def runs(self, **match: Any) -> list[dict[str, Any]]:
         """The results whose config matches `match` (e.g. method="ucir", dd=True)."""
-        return [r for r in self.results if _matches(r["config"], **match)]
+        return [r for r in self.results if matches(r, **match)]
 
     def show(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """`func(*args, **kwargs)` when ready, else None (nothing is drawn)."""
@@ -212,16 +215,6 @@ def table1(profile: str, datasets: list[str] | None = None, *,
                      "image size": "x".join(str(d) for d in arrays.train_x.shape[1:3]),
                      "note": f"as the `{profile}` profile loads it"})
     return pd.DataFrame(rows).set_index("dataset")
-
-
-def _matches(config: dict[str, Any], **match: Any) -> bool:
-    return all(config.get(k) == v for k, v in match.items())
-
-
-def _frame(rows: list[dict[str, Any]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(rows)
 
 
 def cache_key(*, profile: str, datasets: str, results_dir: str | Path = "results") -> str:

@@ -69,6 +69,11 @@ def scan(results_dir: str | Path = "results") -> tuple[list[tuple[Path, dict[str
     return found, skipped
 
 
+def matches(payload: dict[str, Any], **match: Any) -> bool:
+    """Whether the result's config has every `key: value` of `match`."""
+    return all(payload["config"].get(k) == v for k, v in match.items())
+
+
 def frame_rows(payload: dict[str, Any], source: str) -> list[dict[str, Any]]:
     """The tidy rows (one per round) of one result; `source` fills the `path` column."""
     cfg = payload["config"]
@@ -91,8 +96,7 @@ def load(results_dir: str | Path = "results", **match: Any):
     rows = []
     found, skipped = scan(results_dir)
     for path, payload in found:
-        cfg = payload["config"]
-        if any(cfg.get(k) != v for k, v in match.items()):
+        if not matches(payload, **match):
             continue
         try:
             rows += frame_rows(payload, str(path))
