@@ -77,15 +77,34 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     return its result record. An existing result of the same config is returned as is."""
     cfg.validate()
     say = tqdm.write if verbose else (lambda _: None)
-    device = pick_device(cfg.device)
-    scenario = load_scenario(cfg)  # every input error surfaces here, before training
     store = results.result_path(cfg)
     try:  # an unwritable results folder must fail now, not after round 1 trained
         store.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise write_error(store, err) from err
+    twin = METHODS[cfg.method].trained_as(cfg)
+    if twin is not None:
+        return _read_as(cfg, run(twin, verbose=verbose), say)
+    device = pick_device(cfg.device)
+    scenario = load_scenario(cfg)  # every input error surfaces here, before training
     with _exclusive(store, say):
         return _run(cfg, scenario, store, device, say)
+
+
+def _read_as(cfg: RunConfig, trained: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
+    """`cfg`'s result from the run whose training is its own (`Method.trained_as`): the same
+    rounds, read with `cfg`'s inference rule. Re-derived on every call, so it follows that
+    run when newer code redoes it."""
+    inference = METHODS[cfg.method].inference
+    payload = {key: value for key, value in trained.items() if key != "schema_version"}
+    payload.update(identity=cfg.identity(), config=cfg.as_dict(), inference=inference,
+                   trained_as={"method": trained["config"]["method"],
+                               "identity": trained["identity"]})
+    path = results.save(cfg, payload)
+    say(f"{cfg.run_name}: same training as {trained['config']['method']}, read with "
+        f"{inference} inference; average incremental accuracy "
+        f"{payload['avg_inc_acc'][inference]:.2f}  -> {path}")
+    return payload
 
 
 @contextlib.contextmanager

@@ -118,9 +118,10 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
 
 
 # Start order, from the cpu book's job times on 2 cores (minutes, one core each): iCaRL 21.7,
-# LwF 21.3, ablation 26.5, UCIR 18.2, BiC 17.1. The ablation goes third because its
-# baseline and k=1 runs come from iCaRL's job: 57 minutes' makespan instead of 62.
-_COST_RANK = {"icarl": 0, "lwf": 1, "ablation": 2, "ucir": 3, "bic": 4}
+# ablation 26.5, UCIR 18.2, BiC 17.1. The ablation's baseline and k=1 runs come from
+# iCaRL's job, which ends first. LwF goes last: it reads iCaRL's training (LwF.trained_as),
+# so it takes a minute once iCaRL's runs exist and would wait on their locks before.
+_COST_RANK = {"icarl": 0, "ablation": 1, "ucir": 2, "bic": 3, "lwf": 4}
 
 
 def in_place_jobs(notebooks: Iterable[str | Path]) -> list[Job]:

@@ -1,5 +1,6 @@
-"""LwF and BiC specifics (PROTOCOL 3.1, 3.4): losses against hand values, BiC's validation
-split, bias layers and its memory check. End-to-end runs come from test_methods.py."""
+"""LwF and BiC specifics (PROTOCOL 3.1, 3.4): losses against hand values, LwF read from
+iCaRL's training, BiC's validation split, bias layers and its memory check. End-to-end runs
+come from test_methods.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 import ddlib
+from ddlib import results
 from ddlib.engine import DeviceData
 from ddlib.methods import METHODS
 from ddlib.methods.bic import BiC
@@ -71,6 +73,21 @@ def test_lwf_without_exemplars_does_not_replay_memory(smoke):
     rnd = method.make_round(2)
     method.before_round(rnd)
     assert np.array_equal(rnd.train_indices, method.scenario.train_indices(range(5, 10)))
+
+
+def test_lwf_with_exemplars_reads_icarls_training(smoke):
+    lwf = ddlib.run(smoke(method="lwf", dd=True), verbose=False)
+    icarl = results.read(results.result_path(smoke(method="icarl", dd=True)))
+    assert lwf["rounds"] == icarl["rounds"] and lwf["inference"] == "cnn"
+    assert lwf["trained_as"] == {"method": "icarl", "identity": icarl["identity"]}
+    stored = results.read(results.result_path(smoke(method="lwf", dd=True)))
+    assert stored["config"]["method"] == "lwf" and stored["identity"] != icarl["identity"]
+
+
+def test_lwf_without_exemplars_trains_on_its_own(smoke):
+    out = ddlib.run(smoke(method="lwf", lwf_exemplars=False), verbose=False)
+    assert "trained_as" not in out
+    assert not results.result_path(smoke(method="icarl")).exists()
 
 
 def test_bic_objective_weights_by_old_fraction(smoke):

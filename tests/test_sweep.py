@@ -102,14 +102,14 @@ def test_experiment_grid_names_and_expected_results(tmp_path):
 
 def test_jobs_start_in_the_measured_order():
     names = [j.name for j in sweep.experiment_jobs("cpu")]
-    assert names == ["icarl", "lwf", "ablation", "ucir", "bic"]
+    assert names == ["icarl", "ablation", "ucir", "bic", "lwf"]
 
 
 def test_imagenet_jobs_take_the_datasets_increment_and_skip_the_ablation(tmp_path):
     jobs = sweep.experiment_jobs("paper", datasets=["imagenet100"], methods=["bic", "lwf"],
                                  results_dir=str(tmp_path))
-    assert [j.output.name for j in jobs] == ["lwf.ipynb", "bic.ipynb"]
-    assert "increments" not in jobs[1].parameters
+    assert [j.output.name for j in jobs] == ["bic.ipynb", "lwf.ipynb"]
+    assert "increments" not in jobs[0].parameters
     assert {p.parent.name for p in jobs[1].expects} == {"inc10"}
     assert {p.stem for p in jobs[1].expects} == {"order0", "order1", "order2"}
 

@@ -66,6 +66,13 @@ class Method:
         self.generator = torch.Generator(device=self.device)
 
     # ---- hooks --------------------------------------------------------------------------
+    @classmethod
+    def trained_as(cls, cfg: RunConfig) -> RunConfig | None:
+        """Another method's config whose training is this one's step for step, if any: the
+        run then reads that run's rounds with its own inference rule instead of training
+        them twice (run.py)."""
+        return None
+
     def make_head(self, in_dim: int) -> nn.Module:
         return LinearHead(in_dim)
 

@@ -4,14 +4,19 @@ Round r >= 2: L = CE(z[all N_r], y) + lambda_1 * KD_To(z[O_r], z_old), lambda_1 
 (seed Eq. 4 without Ln). Inference: CNN.
 
 With exemplars (`lwf_exemplars`, the default; FACIL's "LwF-E") the training set and the loss
-are exactly iCaRL's `ce_kd` form, so LwF *is* `ICaRL` with CNN inference; only the
-no-exemplar variant (classic LwF-MC) changes anything: the memory is not replayed and CE
-covers the new-class logits only (PyCIL; PROTOCOL trap 12).
+are exactly iCaRL's `ce_kd` form, so LwF *is* `ICaRL` with CNN inference: such a run is
+read from iCaRL's training (`trained_as`) rather than trained again. Only the no-exemplar
+variant (classic LwF-MC) trains on its own: the memory is not replayed and CE covers the
+new-class logits only (PyCIL; PROTOCOL trap 12).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import Tensor
+
+from ..config import RunConfig
 
 from ..losses import cross_entropy, old_knowledge_loss
 from .base import Outputs, Round
@@ -21,6 +26,10 @@ from .icarl import ICaRL
 class LwF(ICaRL):
     name = "lwf"
     inference = "cnn"
+
+    @classmethod
+    def trained_as(cls, cfg: RunConfig) -> RunConfig | None:
+        return dataclasses.replace(cfg, method="icarl") if cfg.lwf_exemplars else None
 
     def before_round(self, rnd: Round) -> None:
         if not self.cfg.lwf_exemplars:
