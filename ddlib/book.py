@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import METHOD_ORDER
+from .config import DATASETS, METHOD_ORDER, PROFILES, check_choice
 from .results import matches
 from .utils import project_root, resolve_path
 
@@ -60,21 +60,16 @@ def glue(values: dict[str, Any]) -> None:
 def setting(profile: str | None = None, dataset: str | None = None) -> dict[str, str]:
     """The profile and dataset a page shows: the given ones, else the book build's
     (DDBOOK_PROFILE, first of DDBOOK_DATASETS), else `smoke` on `synthetic`."""
-    from .config import DATASETS, PROFILES
-
     datasets = [d for d in os.environ.get(DATASETS_VAR, "").split(",") if d.strip()]
     chosen = {"profile": profile or os.environ.get(PROFILE_VAR) or "smoke",
               "dataset": dataset or (datasets[0].strip() if datasets else "synthetic")}
-    for name, allowed in (("profile", PROFILES), ("dataset", DATASETS)):
-        if chosen[name] not in allowed:
-            raise ValueError(f"{name}={chosen[name]!r} is unknown; choose one of "
-                             f"{sorted(allowed)}")
+    check_choice("profile", chosen["profile"], PROFILES)
+    check_choice("dataset", chosen["dataset"], DATASETS)
     return chosen
 
 
 def grid(profile: str) -> dict[str, Any]:
-    if profile not in GRID:
-        raise ValueError(f"profile={profile!r} is unknown; choose one of {sorted(GRID)}")
+    check_choice("profile", profile, GRID)
     return GRID[profile]
 
 

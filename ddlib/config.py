@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, fields
+from collections.abc import Iterable
 from typing import Any
 
 DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")
@@ -155,8 +156,7 @@ class RunConfig:
     @classmethod
     def resolve(cls, profile: str = "smoke", **overrides: Any) -> RunConfig:
         """Config of `profile` with `overrides` applied, validated."""
-        if profile not in PROFILES:
-            raise ValueError(f"profile={profile!r} is unknown; choose one of {sorted(PROFILES)}")
+        check_choice("profile", profile, PROFILES)
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(overrides) - names)
         if unknown:
@@ -180,9 +180,9 @@ class RunConfig:
         """Raise ValueError naming the first bad parameter (checks that need no data)."""
         from .methods import METHODS  # the registry is the list of methods
 
-        _one_of("method", self.method, tuple(METHODS))
-        _one_of("dataset", self.dataset, DATASETS)
-        _one_of("device", self.device, DEVICES)
+        check_choice("method", self.method, METHODS)
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("device", self.device, DEVICES)
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -234,7 +234,15 @@ class RunConfig:
                 raise ValueError(f"{name}={getattr(self, name)}: each must lie in 1..{epochs}")
 
     def check_against(self, num_classes: int) -> None:
-        """Raise ValueError for settings that do not fit a dataset of `num_classes` classes."""
+        """Raise ValueError for settings that do not fit a dataset of `num_classes` classes:
+        the round structure and the memory."""
+        from .data import round_sizes
+
+        try:
+            round_sizes(num_classes, self.init_classes, self.increment)
+        except ValueError as err:
+            raise ValueError(f"increment={self.increment} (init_classes={self.init_classes}) "
+                             f"does not fit {self.dataset}'s {num_classes} classes: {err}") from None
         if self.memory < num_classes:
             raise ValueError(
                 f"memory={self.memory} is smaller than the number of classes ({num_classes}): "
@@ -293,9 +301,10 @@ class RunConfig:
         return self.identity(exclude=DD_FIELDS)
 
 
-def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
+    """ValueError naming parameter `name` when `value` is not one of `allowed`."""
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is unknown; choose one of {list(allowed)}")
+        raise ValueError(f"{name}={value!r} is unknown; choose one of {sorted(allowed)}")
 
 
 def _positive(name: str, value: Any) -> None:

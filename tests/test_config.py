@@ -40,7 +40,7 @@ def test_unknown_profile():
 
 
 @pytest.mark.parametrize("overrides, name", [
-    ({"increment": 16}, "increment"),        # 15 classes left after round 1
+    ({"increment": 16}, "increment=16 .*synthetic's 20 classes"),  # 15 left after round 1
     ({"init_classes": 21}, "init_classes"),
     ({"memory": 19}, "memory"),              # 20 classes need 20 exemplars at least
 ])
