@@ -10,8 +10,8 @@ import dataclasses
 import hashlib
 import json
 import math
-from dataclasses import dataclass, fields
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from typing import Any
 
 DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")

@@ -17,7 +17,6 @@ import dataclasses
 from torch import Tensor
 
 from ..config import RunConfig
-
 from ..losses import cross_entropy, old_knowledge_loss
 from .base import Outputs, Round
 from .icarl import ICaRL
