@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import DATASETS, METHOD_ORDER, PROFILES, check_choice
-from .results import matches
+from . import results as store
+from .config import (DATASETS, IMAGENET_DATASETS, METHOD_ORDER, PROFILES, RunConfig,
+                     check_choice)
 from .utils import project_root, resolve_path
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
@@ -85,14 +86,12 @@ class Exhibit:
 
     def __init__(self, title: str, *, profile: str, dataset: str, results_dir: str = "results",
                  require: tuple[dict[str, Any], ...] = ({},), **match: Any) -> None:
-        from . import results as store
+        import pandas as pd
 
         self.title, self.profile, self.dataset = title, profile, dataset
         self.results_dir, self.match, self.require = results_dir, match, require
-        import pandas as pd
-
         found = [(path, payload) for path, payload in store.scan(results_dir)[0]
-                 if matches(payload, profile=profile, dataset=dataset, **match)]
+                 if store.matches(payload, profile=profile, dataset=dataset, **match)]
         self.results: list[dict[str, Any]] = [payload for _, payload in found]
         self.frame = pd.DataFrame([row for path, payload in found
                                    for row in store.frame_rows(payload, str(path))])
@@ -108,7 +107,7 @@ class Exhibit:
 
     def runs(self, **match: Any) -> list[dict[str, Any]]:
         """The results whose config matches `match` (e.g. method="ucir", dd=True)."""
-        return [r for r in self.results if matches(r, **match)]
+        return [r for r in self.results if store.matches(r, **match)]
 
     def show(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """`func(*args, **kwargs)` when ready, else None (nothing is drawn)."""
@@ -125,8 +124,6 @@ class Exhibit:
 
     def command(self) -> str:
         """The command that produces this exhibit's runs."""
-        from .config import IMAGENET_DATASETS
-
         if self.dataset in IMAGENET_DATASETS:  # only the paper profile has ImageNet settings
             return (f"python -m ddlib sweep --profile paper --datasets {self.dataset} "
                     "--data-dir /path/to/imagenet   # holds train/ and val/; a GPU\n"
@@ -185,7 +182,6 @@ def table1(profile: str, datasets: list[str] | None = None, *,
     machine gets a row saying so."""
     import pandas as pd
 
-    from .config import RunConfig
     from .run import load_scenario
 
     rows = []

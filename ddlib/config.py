@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .data import round_sizes
+
 DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")
 IMAGENET_DATASETS = ("imagenet100", "imagenet")  # ResNet-18, random-resized crop (PROTOCOL)
 DEVICES = ("auto", "cpu", "cuda")
@@ -236,8 +238,6 @@ class RunConfig:
     def check_against(self, num_classes: int) -> None:
         """Raise ValueError for settings that do not fit a dataset of `num_classes` classes:
         the round structure and the memory."""
-        from .data import round_sizes
-
         try:
             round_sizes(num_classes, self.init_classes, self.increment)
         except ValueError as err:

@@ -119,8 +119,9 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
 
 # Start order, from the cpu book's job times on 2 cores (minutes, one core each): iCaRL 16.8,
 # ablation 19.4, UCIR 16.7, BiC 14.8, LwF 0.1 (a 34-minute sweep). The ablation's baseline
-# and k=1 runs come from iCaRL's job, which ends first. LwF goes last: it reads iCaRL's training (LwF.trained_as),
-# so it takes a minute once iCaRL's runs exist and would wait on their locks before.
+# and k=1 runs come from iCaRL's job, which ends first. LwF goes last: it reads iCaRL's
+# training (LwF.trained_as), which takes seconds once iCaRL's runs exist; before, it would
+# wait on their locks.
 _COST_RANK = {"icarl": 0, "ablation": 1, "ucir": 2, "bic": 3, "lwf": 4}
 
 

@@ -84,8 +84,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None], what: str = "")
 
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to a temp file in the same folder, then rename: never half-written. Disk
-    and permission errors are OSErrors naming `path`."""
+    and permission errors are OSErrors naming `path`. A file that already holds exactly this
+    JSON is left alone, so its mtime (part of the book's cache key) only moves on change."""
     text = json.dumps(payload, indent=1).encode()  # a payload that is not JSON fails here
+    if path.is_file() and path.read_bytes() == text:
+        return
     atomic_write(path, lambda f: f.write(text))
 
 

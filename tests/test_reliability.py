@@ -220,6 +220,16 @@ def test_a_payload_that_is_not_json_leaves_nothing_behind(tmp_path: Path) -> Non
     assert not path.exists() and _no_temp_files(tmp_path / "store")
 
 
+def test_rewriting_the_same_json_leaves_the_file_alone(tmp_path: Path) -> None:
+    path = tmp_path / "store" / "x.json"
+    utils.write_json_atomic(path, {"a": 1})
+    os.utime(path, ns=(0, 0))
+    utils.write_json_atomic(path, {"a": 1})  # same content: mtime (book cache key) unchanged
+    assert path.stat().st_mtime_ns == 0
+    utils.write_json_atomic(path, {"a": 2})
+    assert path.stat().st_mtime_ns > 0 and json.loads(path.read_text()) == {"a": 2}
+
+
 def test_write_error_keeps_errno_and_kind() -> None:
     err = utils.write_error(Path("/x/y.json"), PermissionError(errno.EACCES, "Permission denied"))
     assert isinstance(err, PermissionError) and "/x/y.json" in str(err)
