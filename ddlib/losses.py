@@ -5,7 +5,6 @@ All of them run in float32 (PROTOCOL trap 20) and average over the mini-batch.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 

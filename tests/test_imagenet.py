@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-import ddlib
 from ddlib import RunConfig, imagenet as inet
 from ddlib.augment import Augment, random_resized_crop
 from ddlib.data import load
