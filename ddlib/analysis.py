@@ -91,13 +91,18 @@ def as_frame(data: pd.DataFrame | Results) -> pd.DataFrame:
     return frame
 
 
-def with_rule(frame: pd.DataFrame, rule: str | None) -> pd.DataFrame:
-    """`frame` whose `acc` column is the `rule` accuracy (None: each method's own rule)."""
-    if rule is None:
-        return frame
-    if rule not in ("cnn", "nme"):
+def with_rule(frame: pd.DataFrame, rule: str | None, *, top5: bool = False) -> pd.DataFrame:
+    """`frame` whose `acc` column is the `rule` accuracy (None: each method's own rule),
+    top-1 or, with `top5`, top-5."""
+    if rule not in (None, "cnn", "nme"):
         raise ValueError(f"rule={rule!r} is unknown; choose 'cnn' or 'nme'")
-    return frame.assign(acc=frame[f"acc_{rule}"])
+    metric = "top5" if top5 else "acc"
+    column = metric if rule is None else f"{metric}_{rule}"
+    if top5 and frame[column].isna().any():
+        runs = sorted(frame.loc[frame[column].isna(), "path"].unique())
+        raise ValueError(f"{len(runs)} result(s) have no top-5 accuracy (written before ddlib "
+                         f"recorded it), e.g. {runs[0]}; run them again with --fresh")
+    return frame.assign(acc=frame[column])
 
 
 def select(frame: pd.DataFrame, **match: Any) -> pd.DataFrame:
@@ -397,11 +402,12 @@ def run_summary(data: pd.DataFrame | Results) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def dd_gains(data: pd.DataFrame | Results, *, similar_k: int = 1,
-             rule: str | None = None) -> pd.DataFrame:
-    """Per (increment, method): average incremental and final accuracy of the baseline and
-    of +DD (`similar_k`), means over orders, and DD's gain in points."""
-    runs = run_summary(with_rule(as_frame(data), rule))
+def dd_gains(data: pd.DataFrame | Results, *, similar_k: int = 1, rule: str | None = None,
+             top5: bool = False) -> pd.DataFrame:
+    """Per (increment, method): average incremental and final accuracy (top-1, or top-5
+    with `top5`) of the baseline and of +DD (`similar_k`), means over orders, and DD's gain
+    in points."""
+    runs = run_summary(with_rule(as_frame(data), rule, top5=top5))
     runs = runs[~runs["dd"] | (runs["similar_k"] == similar_k)]
     means = (runs.groupby(["increment", "method", "dd"])[["avg_inc_acc", "final_acc"]].mean()
              .unstack("dd"))

@@ -81,6 +81,9 @@ SYNTHETIC_MAX_BYTES = 16 * 2**30  # uint8 images of the synthetic set
 # Bump when `data.synthetic` generates other images for the same arguments (tests/test_data.py
 # holds their fingerprint): it is part of every synthetic run's identity.
 SYNTHETIC_VERSION = 2
+# The same for how `imagenet` decodes the images (2: test images resized to 256/224 of
+# image_size, then centre-cropped).
+IMAGENET_VERSION = 2
 # Bump a method's entry when its training changes what it computes for the same config; an
 # entry above 1 is part of that method's run identities (stored results are then redone).
 METHOD_VERSIONS = {"bic": 2}  # 2: stage 2 keeps the best epoch on the validation set
@@ -276,11 +279,14 @@ class RunConfig:
     def identity(self, *, exclude: frozenset[str] = frozenset()) -> str:
         """Short hash of every field that changes the result (not where or how fast it runs).
         Without DD the expert's settings change nothing, so they are left out. Synthetic
-        runs also hash the generator's version, so results on older images are not reused."""
+        and ImageNet runs also hash the data version, so results on older images are not
+        reused."""
         skip = RUNTIME_FIELDS | exclude | (frozenset() if self.dd else DD_FIELDS - {"dd"})
         items = {k: v for k, v in self.as_dict().items() if k not in skip}
         if self.dataset == "synthetic":
             items["synthetic_version"] = SYNTHETIC_VERSION
+        elif self.dataset in IMAGENET_DATASETS:
+            items["imagenet_version"] = IMAGENET_VERSION
         if METHOD_VERSIONS.get(self.method, 1) > 1:
             items["method_version"] = METHOD_VERSIONS[self.method]
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:10]

@@ -1,13 +1,16 @@
 """The one training loop (classifier, expert, extra stages) and batched inference.
 
 Data stay on the training device as uint8; each step augments its mini-batch in place
-(`augment.Augment`). On CUDA the forward runs under bf16 autocast; losses are float32.
+(`augment.Augment`). Training images too large for the device (ImageNet-1k: 193 GB at 224)
+stay in their memory-mapped cache on disk and are read one batch ahead in a thread. On CUDA
+the forward runs under bf16 autocast; losses are float32.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -16,6 +19,9 @@ from torch import Tensor, nn
 from .augment import Augment
 from .utils import progress
 
+# Training images go to a CUDA device when they take at most this share of its free memory
+# (models, activations and the test images need the rest).
+DEVICE_DATA_SHARE = 0.5
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]  # loss, detached parts
 
 
@@ -35,7 +41,7 @@ class Schedule:
 class DeviceData:
     """A dataset's images and labels on the training device, plus its transforms."""
 
-    train_x: Tensor  # uint8 (N, 3, H, W)
+    train_x: Tensor | np.ndarray  # uint8 (N, 3, H, W) on the device, or (N, H, W, 3) on disk
     train_y: Tensor  # int64 (N,)
     test_x: Tensor
     test_y: Tensor
@@ -45,26 +51,88 @@ class DeviceData:
     @classmethod
     def from_arrays(cls, data, device: torch.device, *, pad: int, channels_last: bool,
                     resized_crop: bool = False) -> DeviceData:
-        def images(x: np.ndarray) -> Tensor:
-            return torch.from_numpy(x).to(device).permute(0, 3, 1, 2).contiguous()
-
-        return cls(images(data.train_x), torch.from_numpy(data.train_y).to(device),
-                   images(data.test_x), torch.from_numpy(data.test_y).to(device),
+        train_x = (_to_device(data.train_x, device) if _fits(data.train_x, device)
+                   else data.train_x)
+        return cls(train_x, torch.from_numpy(data.train_y).to(device),
+                   _to_device(data.test_x, device), torch.from_numpy(data.test_y).to(device),
                    Augment(data.mean, data.std, pad=pad, device=device,
                            resized_crop=resized_crop), channels_last)
+
+    @property
+    def device(self) -> torch.device:
+        return self.test_x.device
+
+    @property
+    def on_disk(self) -> bool:
+        """Whether the training images are read from disk per batch."""
+        return not isinstance(self.train_x, Tensor)
+
+    def train_images(self, idx: np.ndarray | Tensor) -> Tensor:
+        """uint8 (B, 3, H, W) training images at `idx`, on the device."""
+        if not self.on_disk:
+            return self.train_x[torch.as_tensor(idx, device=self.device)]
+        return self._upload(self._read(idx))
+
+    def batches(self, order: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """(images, labels) of consecutive `batch_size` slices of `order`. Images on disk
+        are read one batch ahead in a thread, so reading overlaps the training step."""
+        starts = range(0, len(order), batch_size)
+        if not self.on_disk:
+            for start in starts:
+                batch = order[start:start + batch_size]
+                yield self.train_x[batch], self.train_y[batch]
+            return
+        host_order = order.cpu().numpy()
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            ahead = reader.submit(self._read, host_order[:batch_size])
+            for start in starts:
+                images = ahead.result()
+                if start + batch_size < len(order):
+                    ahead = reader.submit(self._read, host_order[start + batch_size:
+                                                                start + 2 * batch_size])
+                yield self._upload(images), self.train_y[order[start:start + batch_size]]
+
+    def _read(self, idx: np.ndarray | Tensor) -> Tensor:
+        """The images at `idx` from disk, as a (pinned, on CUDA) NHWC host tensor."""
+        idx = idx.cpu().numpy() if isinstance(idx, Tensor) else np.asarray(idx)
+        images = torch.from_numpy(np.ascontiguousarray(self.train_x[idx]))
+        return images.pin_memory() if self.device.type == "cuda" else images
+
+    def _upload(self, images: Tensor) -> Tensor:
+        return images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
 
     def layout(self, x: Tensor) -> Tensor:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         return x.contiguous(memory_format=fmt)
 
 
+def _fits(images: np.ndarray, device: torch.device) -> bool:
+    """Whether uint8 `images` go to the device: on CUDA when they fit its free memory's
+    DEVICE_DATA_SHARE; on the CPU unless they are a memory-mapped cache (left on disk)."""
+    if device.type == "cuda":
+        return images.nbytes <= DEVICE_DATA_SHARE * torch.cuda.mem_get_info(device)[0]
+    return not isinstance(images, np.memmap)
+
+
+def _to_device(images: np.ndarray, device: torch.device, chunk: int = 4096) -> Tensor:
+    """NHWC uint8 array -> NCHW tensor on `device`, copied in chunks so that a memory-mapped
+    array is never read into host memory whole."""
+    out = torch.empty((len(images), images.shape[3], *images.shape[1:3]), dtype=torch.uint8,
+                      device=device)
+    for start in range(0, len(images), chunk):
+        part = torch.from_numpy(np.array(images[start:start + chunk]))
+        out[start:start + chunk] = part.to(device).permute(0, 3, 1, 2)
+    return out
+
+
 def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[int], np.ndarray],
           loss_fn: LossFn, schedule: Schedule, *, generator: torch.Generator,
           params: Iterable[nn.Parameter] | None = None, desc: str = "train",
           show_progress: bool = True) -> list[dict[str, float]]:
-    """Train `model` on `data.train_x[indices]` (or `indices(epoch)`); returns per-epoch means
-    of the loss parts. Raises FloatingPointError naming `desc` and the epoch on NaN/inf."""
-    device = data.train_x.device
+    """Train `model` on the training images at `indices` (or `indices(epoch)`); returns
+    per-epoch means of the loss parts. Raises FloatingPointError naming `desc` and the epoch
+    on NaN/inf."""
+    device = data.device
     params = [p for p in (model.parameters() if params is None else params) if p.requires_grad]
     opt = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum,
                           weight_decay=schedule.weight_decay)
@@ -78,11 +146,10 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
         order = chosen[torch.randperm(len(chosen), generator=generator).to(device)]
         sums: dict[str, Tensor] = {}
         steps = 0
-        for start in range(0, len(order), schedule.batch_size):
-            batch = order[start:start + schedule.batch_size]
-            x = data.layout(data.augment.train(data.train_x[batch], generator))
+        for images, labels in data.batches(order, schedule.batch_size):
+            x = data.layout(data.augment.train(images, generator))
             with autocast:
-                loss, parts = loss_fn(x, data.train_y[batch])
+                loss, parts = loss_fn(x, labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

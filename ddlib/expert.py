@@ -23,7 +23,7 @@ def class_centres(model: Net, data: DeviceData, indices_by_class: list[np.ndarra
     """Mean raw feature of each class under `model` (eval mode, test transform)."""
     centres = []
     for idx in indices_by_class:
-        feats, _ = engine.infer(model, data, data.train_x[torch.as_tensor(idx)])
+        feats, _ = engine.infer(model, data, data.train_images(idx))
         centres.append(feats.mean(dim=0))
     return torch.stack(centres)
 
@@ -75,7 +75,7 @@ class DiscriminativeDistillation:
                                        new_classes, old_classes, self.similar_k)
         similar = sorted(o for _, o, _ in pairs)
         classes = list(new_classes) + similar
-        device = data.train_x.device
+        device = data.device
         self.idx = torch.tensor(classes, device=device)
         to_local = torch.full((int(max(classes)) + 1,), -1, dtype=torch.long, device=device)
         to_local[self.idx] = torch.arange(len(classes), device=device)

@@ -4,21 +4,22 @@ Expected layout: ``root/train/<wnid>/*.JPEG`` and ``root/val/<wnid>/*.JPEG`` (th
 validation images already sorted into class folders; they are the test set). Class index =
 rank of the wnid among the sorted folder names of the dataset.
 
-Every image is decoded once, its shorter side resized to ``image_size`` and centre-cropped
-to a square; the result is one uint8 array per split, cached as ``.npz`` in ``root``. That
-square is the test image, and training draws its random-resized crops from it
-(`augment.random_resized_crop`). Deviation from PROTOCOL 1.5, forced by keeping the data in
-memory: test images are the full centre square, not the 224/256 centre of a 256 resize, and
-training crops never reach outside that square. Data that would exceed `MAX_ARRAY_BYTES`
-are refused: ddlib has no streaming loader.
+Every image is decoded once into a uint8 ``.npy`` cache (a folder ``ddlib-cache-*`` in
+``root``, or under ``~/.cache/ddlib`` when ``root`` is read-only) that later loads are
+memory-mapped from, so ImageNet-1k (193 GB at 224) needs disk, not memory. Test images
+follow PROTOCOL 1.5 exactly: shorter side to 256/224 of ``image_size``, centre crop
+``image_size``. Training images are the shorter side resized to ``image_size`` and
+centre-cropped to a square; training draws its random-resized crops from that square
+(`augment.random_resized_crop`), so, unlike torchvision's crop of the full image, a crop
+never reaches beyond it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import warnings
-import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,16 +28,17 @@ import numpy as np
 from PIL import Image
 
 from .data import ImageArrays
-from .utils import atomic_write, progress
+from .utils import progress
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGENET_CLASSES = 1000  # the tree the subset rule draws from
 SUBSET_CLASSES = 100
 SUBSET_SEED = 1993
-MAX_ARRAY_BYTES = 64 * 2**30  # decoded uint8 images of both splits
+TEST_RESIZE = 256 / 224  # test: shorter side to 256, centre crop 224 (PROTOCOL 1.5)
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
-_CACHE_FORMAT = "1"  # bump when decoding changes, so old caches are rebuilt
+_CACHE_FORMAT = "2"  # bump when decoding changes, so old caches are rebuilt
+_ARRAYS = ("train_x", "train_y", "test_x", "test_y")
 
 
 def ucir_subset(wnids: Sequence[str]) -> list[str]:
@@ -78,30 +80,32 @@ def _images(folder: Path) -> list[str]:
     return names
 
 
-def _decode(path: Path, size: int) -> np.ndarray:
-    """Shorter side -> `size` (bilinear, antialiased), centre square crop; uint8 (size, size, 3)."""
+def _decode(path: Path, size: int, resize: int | None = None) -> np.ndarray:
+    """Shorter side -> `resize` (default `size`; bilinear, antialiased), centre crop of
+    `size`; uint8 (size, size, 3)."""
+    resize = resize or size
     try:
         with Image.open(path) as img:
-            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale still >= size
+            img.draft("RGB", (resize, resize))  # JPEG: decode at a reduced scale still >= resize
             img = img.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"{path}: not a readable image ({err})") from err
     w, h = img.size
-    scale = size / min(w, h)
+    scale = resize / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
     img = img.resize((new_w, new_h), Image.BILINEAR)
     left, top = round((new_w - size) / 2), round((new_h - size) / 2)  # torchvision's rounding
     return np.asarray(img.crop((left, top, left + size, top + size)))
 
 
-def _decode_all(paths: list[Path], size: int, desc: str) -> np.ndarray:
-    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+def _decode_into(out: np.ndarray, paths: list[Path], resize: int, desc: str) -> None:
+    """Decode `paths` into the rows of `out` (N, size, size, 3), e.g. a memory-mapped file."""
+    size = out.shape[1]
     # PIL releases the GIL while decoding and resizing, so threads scale.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = pool.map(lambda p: _decode(p, size), paths)
+        decoded = pool.map(lambda p: _decode(p, size, resize), paths)
         for i, image in enumerate(progress(decoded, total=len(paths), desc=desc)):
             out[i] = image
-    return out
 
 
 def imagenet(root: str | Path, *, subset: bool, image_size: int = 224) -> ImageArrays:
@@ -133,43 +137,75 @@ def imagenet(root: str | Path, *, subset: bool, image_size: int = 224) -> ImageA
         classes = ucir_subset(classes)
     files = {split: [(c, name) for c in classes for name in _images(root / split / c)]
              for split in ("train", "val")}
-    count = len(files["train"]) + len(files["val"])
-    size_bytes = count * image_size**2 * 3
-    if size_bytes > MAX_ARRAY_BYTES:
-        raise ValueError(
-            f"{count} images at image_size={image_size} would take {size_bytes / 2**30:.0f} GiB "
-            f"in memory (limit {MAX_ARRAY_BYTES / 2**30:.0f} GiB): ImageNet-1k needs a smaller "
-            "image_size, or a streaming loader, which ddlib does not have yet")
     fingerprint = hashlib.sha256(repr((_CACHE_FORMAT, files)).encode()).hexdigest()
     kind = "subset" if subset else "full"
-    cache = root / f"ddlib-cache-{kind}-{image_size}.npz"
+    cache = _cache_root(root) / f"ddlib-cache-{kind}-{image_size}"
     arrays = _read_cache(cache, fingerprint)
     if arrays is None:
-        index = {c: i for i, c in enumerate(classes)}
-        arrays = {"fingerprint": np.array(fingerprint)}
-        for split, key in (("train", "train"), ("val", "test")):
-            arrays[f"{key}_x"] = _decode_all([root / split / c / n for c, n in files[split]],
-                                             image_size, desc=f"decoding {split}/")
-            arrays[f"{key}_y"] = np.array([index[c] for c, _ in files[split]], dtype=np.int64)
-        try:
-            atomic_write(cache, lambda f: np.savez(f, **arrays), "the ImageNet cache ")
-        except OSError as err:  # a read-only dataset folder still works, only slower
-            warnings.warn(f"{err}; the images will be decoded again next time", stacklevel=2)
+        arrays = _write_cache(cache, fingerprint, root, classes, files, image_size)
     return ImageArrays("imagenet100" if subset else "imagenet", arrays["train_x"],
                        arrays["train_y"], arrays["test_x"], arrays["test_y"],
                        class_names=list(classes), coarse=None, coarse_names=None,
                        mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def _read_cache(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
-    """The cached arrays when they were decoded from exactly the current file list."""
-    if not path.is_file():
+def _cache_root(root: Path) -> Path:
+    """Where the decoded arrays of `root` live: `root` itself when writable, else a folder
+    under the user's cache named after `root` (a shared, read-only dataset still works)."""
+    if os.access(root, os.W_OK):
+        return root
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ddlib"
+    return base / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+
+
+def _read_cache(cache: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays (images memory-mapped) when they were decoded from exactly the
+    current file list; None when missing, stale or damaged."""
+    stamp = cache / "fingerprint"
+    if not stamp.is_file() or stamp.read_text() != fingerprint:
         return None
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if str(npz["fingerprint"]) != fingerprint:
-                return None
-            return {k: npz[k] for k in ("train_x", "train_y", "test_x", "test_y")}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # damaged
-        warnings.warn(f"ignoring unreadable cache {path}: {err}", stacklevel=3)
+        return {k: np.load(cache / f"{k}.npy", mmap_mode="r" if k.endswith("_x") else None,
+                           allow_pickle=False) for k in _ARRAYS}
+    except (OSError, ValueError, EOFError) as err:  # damaged
+        warnings.warn(f"ignoring unreadable cache {cache}: {err}", stacklevel=3)
         return None
+
+
+def _write_cache(cache: Path, fingerprint: str, root: Path, classes: list[str],
+                 files: dict[str, list[tuple[str, str]]], size: int) -> dict[str, np.ndarray]:
+    """Decode both splits into a fresh cache folder, renamed into place when complete (the
+    fingerprint is written last), and return its arrays. Checks the disk space first."""
+    count = len(files["train"]) + len(files["val"])
+    need = count * size * size * 3
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache.parent).free
+    if need > free:
+        raise ValueError(f"decoding {count} images at image_size={size} needs "
+                         f"{need / 2**30:.1f} GiB in {cache.parent}, which has "
+                         f"{free / 2**30:.1f} GiB free; free space or choose a smaller "
+                         "image_size")
+    if cache.parent != root:
+        warnings.warn(f"{root} is read-only: caching the decoded images in {cache}",
+                      stacklevel=3)
+    partial = cache.with_name(f".{cache.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    index = {c: i for i, c in enumerate(classes)}
+    resizes = {"train": size, "val": round(size * TEST_RESIZE)}
+    for split, key in (("train", "train"), ("val", "test")):
+        paths = [root / split / c / n for c, n in files[split]]
+        images = np.lib.format.open_memmap(partial / f"{key}_x.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(paths), size, size, 3))
+        _decode_into(images, paths, resizes[split], desc=f"decoding {split}/")
+        images.flush()
+        del images
+        np.save(partial / f"{key}_y.npy",
+                np.array([index[c] for c, _ in files[split]], dtype=np.int64))
+    (partial / "fingerprint").write_text(fingerprint)
+    shutil.rmtree(cache, ignore_errors=True)  # a stale or damaged cache
+    os.replace(partial, cache)
+    arrays = _read_cache(cache, fingerprint)
+    if arrays is None:
+        raise OSError(f"the ImageNet cache {cache} could not be read back after writing")
+    return arrays

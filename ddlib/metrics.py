@@ -16,6 +16,15 @@ def accuracy(confusion: np.ndarray) -> float:
     return round(100.0 * float(np.trace(confusion)) / max(int(confusion.sum()), 1), 2)
 
 
+def top_k_accuracy(scores: np.ndarray, y_true: np.ndarray, k: int = 5) -> float:
+    """% of rows of `scores` (M, N) whose true class is among their k highest scores,
+    rounded to 2 decimals; k is capped at N (top-5 of 3 classes counts every image)."""
+    scores = np.asarray(scores)
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return round(100.0 * float((top == np.asarray(y_true)[:, None]).any(axis=1).mean()), 2)
+
+
 def per_class_accuracy(confusion: np.ndarray) -> list[float]:
     """Accuracy (%) of each true class."""
     totals = np.maximum(confusion.sum(axis=1), 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,9 @@ def frame_rows(payload: dict[str, Any], source: str) -> list[dict[str, Any]]:
              "dataset": cfg["dataset"], "round": rec["round"],
              "classes_seen": rec["classes_seen"], "acc_cnn": rec["acc_cnn"],
              "acc_nme": rec["acc_nme"], "acc": rec[f"acc_{payload['inference']}"],
+             # top-5: results written before it was recorded have none (NaN)
+             "top5_cnn": rec.get("top5_cnn", nan), "top5_nme": rec.get("top5_nme", nan),
+             "top5": rec.get(f"top5_{payload['inference']}", nan),
              "path": source} for rec in payload["rounds"]]
 
 

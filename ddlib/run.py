@@ -143,6 +143,9 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
     method = METHODS[cfg.method](cfg, scenario, device_data)
     say(f"{cfg.run_name} on {cfg.dataset} ({cfg.profile} profile), order {cfg.order}, "
         f"{scenario.num_rounds} rounds of {scenario.rounds}, device {device}")
+    if device_data.on_disk:
+        say(f"training images ({arrays.train_x.nbytes / 2**30:.1f} GiB) do not fit the device: "
+            "read from the disk cache one batch ahead")
     records = [] if cfg.fresh else _resume(cfg, method, scenario.num_rounds, say)
     say(f"{'round':>5} {'classes':>7} {'acc_cnn':>8} {'acc_nme':>8} {'time_s':>7}")
     for rec in records:

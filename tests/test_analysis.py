@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from ddlib import RunConfig, analysis, run
-from ddlib.metrics import error_split
+from ddlib.metrics import error_split, top_k_accuracy
 
 # Classes 0, 1 old; 2, 3 new; superclasses: {0, 2} and {1, 3}.
 COARSE = [0, 1, 0, 1]
@@ -170,6 +170,35 @@ def test_dd_gains_and_their_prose_numbers():
     numbers = analysis.dd_gain_numbers(pd.DataFrame(rows))
     assert numbers == {"mean_gain": 0.75, "min_gain": -1.0, "max_gain": 2.5, "panels": 2.0,
                        "panels_gained": 1.0}
+
+
+def test_top_k_accuracy_hand_made():
+    scores = np.array([[0.1, 0.9, 0.0, 0.3],   # ranks: 1, 3, 0, 2
+                       [0.5, 0.1, 0.2, 0.3],   # ranks: 0, 3, 2, 1
+                       [0.0, 0.1, 0.2, 0.3]])  # ranks: 3, 2, 1, 0
+    y = np.array([3, 2, 0])  # true class at rank 2, rank 3, rank 4
+    assert top_k_accuracy(scores, y, k=1) == 0.0
+    assert top_k_accuracy(scores, y, k=2) == 33.33
+    assert top_k_accuracy(scores, y, k=3) == 66.67
+    assert top_k_accuracy(scores, y, k=5) == 100.0  # capped at the 4 classes
+
+
+def test_dd_gains_top5_reads_the_top5_column_and_refuses_results_without_it():
+    rows = [{"run": "x", "method": "ucir", "dd": dd, "similar_k": 1, "order": 0,
+             "increment": 2, "profile": "smoke", "dataset": "imagenet", "round": r,
+             "classes_seen": 2 * r, "acc_cnn": acc, "acc_nme": 0.0, "acc": acc,
+             "top5_cnn": top5, "top5_nme": 0.0, "top5": top5, "path": f"ucir-{dd}"}
+            for dd, accs in ((False, ((50, 80), (40, 70))), (True, ((50, 80), (44, 76))))
+            for r, (acc, top5) in enumerate(accs, start=1)]
+    frame = pd.DataFrame(rows)
+    assert analysis.dd_gains(frame).loc[(2, "UCIR"), "final gain"] == 4.0
+    top5 = analysis.dd_gains(frame, top5=True).loc[(2, "UCIR")]
+    assert top5.tolist() == [75.0, 78.0, 70.0, 76.0, 3.0, 6.0]
+    assert analysis.dd_gains(frame, rule="cnn", top5=True).equals(
+        analysis.dd_gains(frame, top5=True))
+    frame.loc[frame["dd"], "top5"] = np.nan  # an older result, written without top-5
+    with pytest.raises(ValueError, match=r"1 result\(s\) have no top-5 .* ucir-True"):
+        analysis.dd_gains(frame, top5=True)
 
 
 def test_table2_change_in_percent():

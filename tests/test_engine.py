@@ -76,3 +76,47 @@ def test_training_reduces_the_loss_and_uses_the_schedule():
                     generator=torch.Generator().manual_seed(0), show_progress=False)
     assert len(history) == 6 and history[-1]["loss"] < history[0]["loss"]
     assert not net.training  # left in eval mode for what follows (herding, evaluation)
+
+
+def _memmapped(tmp_path, x: np.ndarray) -> np.memmap:
+    np.save(tmp_path / "x.npy", x)
+    return np.load(tmp_path / "x.npy", mmap_mode="r")
+
+
+def test_memory_mapped_training_images_stay_on_disk_and_train_identically(tmp_path):
+    in_memory = _tiny_data()
+    arrays = type("Arrays", (), dict(train_x=_memmapped(tmp_path, in_memory.train_x.permute(
+        0, 2, 3, 1).numpy()), train_y=np.arange(16) % 2, mean=(0.5,) * 3, std=(0.25,) * 3))
+    arrays.test_x, arrays.test_y = arrays.train_x[:4], arrays.train_y[:4]
+    on_disk = DeviceData.from_arrays(arrays, torch.device("cpu"), pad=1, channels_last=False)
+    assert on_disk.on_disk and not in_memory.on_disk
+    assert isinstance(on_disk.test_x, torch.Tensor)  # test images are always loaded
+    assert torch.equal(on_disk.test_x, in_memory.test_x)
+    idx = np.array([5, 0, 11])  # any order, as herding and the expert ask
+    assert torch.equal(on_disk.train_images(idx), in_memory.train_images(idx))
+
+    weights = []
+    for data in (in_memory, on_disk):
+        torch.manual_seed(0)
+        net = Net(ResNet32(width=0.25), LinearHead(16, 2))
+
+        def loss_fn(x, y, net=net):
+            return torch.nn.functional.cross_entropy(net(x)[1], y), {}
+
+        # 16 images in batches of 6: the last batch is short, read ahead like the others
+        train(net, data, np.arange(16), loss_fn, Schedule(2, 0.05, batch_size=6),
+              generator=torch.Generator().manual_seed(0), show_progress=False)
+        weights.append(torch.cat([p.flatten() for p in net.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
+def test_batches_cover_the_order_once_with_matching_labels(tmp_path):
+    data = _tiny_data()
+    disk = DeviceData(_memmapped(tmp_path, data.train_x.permute(0, 2, 3, 1).numpy()),
+                      data.train_y, data.test_x, data.test_y, data.augment)
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(1))
+    for source in (data, disk):
+        got = list(source.batches(order, 5))
+        assert [len(x) for x, _ in got] == [5, 5, 5, 1]
+        assert torch.equal(torch.cat([x for x, _ in got]), data.train_x[order])
+        assert torch.equal(torch.cat([y for _, y in got]), data.train_y[order])

@@ -86,16 +86,36 @@ def test_shorter_side_resize_then_centre_crop(tmp_path: Path, width, height, siz
     assert np.abs(img[:, ::-1][:, inner].astype(int) - (0, 0, 255)).max() < 40
 
 
-def test_cache_is_written_atomically_and_reused(tree: Path, monkeypatch) -> None:
+def test_test_images_are_resized_to_256_of_224_then_centre_cropped(tree: Path) -> None:
+    # PROTOCOL 1.5: test = shorter side to 256 (for 224), centre crop 224; train = the centre
+    # square of a shorter side at image_size. A framed image tells the two apart: at 28 the
+    # test resize is 32, and its centre crop cuts the whole 2-px (at 32) frame away.
+    framed = Image.new("RGB", (64, 64), (255, 0, 0))
+    framed.paste((0, 255, 0), (4, 4, 60, 60))
+    for split in ("train", "val"):
+        _save(tree / split / WNIDS[0] / f"{WNIDS[0]}_0.JPEG", framed)
+    data = inet.imagenet(tree, subset=False, image_size=28)
+    first = int(np.flatnonzero(data.test_y == sorted(WNIDS).index(WNIDS[0]))[0])
+    test_image = data.test_x[first].astype(int)
+    assert np.abs(test_image - (0, 255, 0)).max() < 40  # frame cut away
+    train_first = int(np.flatnonzero(data.train_y == sorted(WNIDS).index(WNIDS[0]))[0])
+    assert data.train_x[train_first, 0, 14].tolist()[0] > 150  # frame kept: red top row
+    assert np.array_equal(data.test_x[first],
+                          inet._decode(tree / "val" / WNIDS[0] / f"{WNIDS[0]}_0.JPEG", 28, 32))
+
+
+def test_cache_is_memory_mapped_reused_and_invalidated(tree: Path, monkeypatch) -> None:
     first = inet.imagenet(tree, subset=False, image_size=16)
-    cache = tree / "ddlib-cache-full-16.npz"
-    assert cache.is_file() and not list(tree.glob(".ddlib-cache*"))  # no temp file left
+    cache = tree / "ddlib-cache-full-16"
+    assert (cache / "fingerprint").is_file()
+    assert not list(tree.glob(".ddlib-cache*"))  # no partial folder left
 
     def refuse(*args, **kwargs):
         raise AssertionError("decoded an image although the cache is valid")
 
     monkeypatch.setattr(Image, "open", refuse)
     second = inet.imagenet(tree, subset=False, image_size=16)
+    assert isinstance(second.train_x, np.memmap) and isinstance(second.test_x, np.memmap)
     for key in ("train_x", "train_y", "test_x", "test_y"):
         assert np.array_equal(getattr(first, key), getattr(second, key))
     assert second.class_names == first.class_names
@@ -107,23 +127,31 @@ def test_cache_is_written_atomically_and_reused(tree: Path, monkeypatch) -> None
         inet.imagenet(tree, subset=False, image_size=16)
 
 
-def test_damaged_cache_is_ignored_and_rewritten(tree: Path) -> None:
-    cache = tree / "ddlib-cache-full-8.npz"
-    cache.write_bytes(b"cut short")
+def test_a_cache_cut_short_or_left_partial_is_rebuilt(tree: Path) -> None:
+    inet.imagenet(tree, subset=False, image_size=8)
+    cache = tree / "ddlib-cache-full-8"
+    (cache / "train_x.npy").write_bytes((cache / "train_x.npy").read_bytes()[:200])
     with pytest.warns(UserWarning, match="ignoring unreadable cache"):
         data = inet.imagenet(tree, subset=False, image_size=8)
     assert data.train_x.shape == (24, 8, 8, 3)
-    assert np.load(cache)["train_x"].shape == (24, 8, 8, 3)
+    assert np.load(cache / "train_x.npy").shape == (24, 8, 8, 3)
+    # A crash while decoding leaves a partial folder without a fingerprint: never read.
+    (cache / "fingerprint").unlink()
+    assert inet.imagenet(tree, subset=False, image_size=8).train_x.shape == (24, 8, 8, 3)
+    assert (cache / "fingerprint").is_file()
 
 
-def test_unwritable_cache_warns_and_still_loads(tree: Path, monkeypatch) -> None:
-    def fail(path, write, what=""):
-        raise OSError(f"could not write {what}{path}: read-only")
-
-    monkeypatch.setattr(inet, "atomic_write", fail)
-    with pytest.warns(UserWarning, match="read-only"):
+def test_read_only_root_caches_in_the_user_cache(tree: Path, tmp_path: Path,
+                                                 monkeypatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    real_access = inet.os.access
+    monkeypatch.setattr(inet.os, "access", lambda path, mode: False if Path(path) == tree
+                        else real_access(path, mode))
+    with pytest.warns(UserWarning, match="read-only: caching the decoded images in .*home-cache"):
         data = inet.imagenet(tree, subset=False, image_size=8)
     assert data.train_x.shape == (24, 8, 8, 3)
+    assert not list(tree.glob("*ddlib-cache*"))
+    assert len(list((tmp_path / "home-cache" / "ddlib").glob("*/ddlib-cache-full-8"))) == 1
 
 
 # ----------------------------------------------------------------------------- subset rule
@@ -161,7 +189,7 @@ def test_subset_on_a_small_tree_with_patched_class_counts(tree: Path, monkeypatc
     colours = np.array([COLOURS[sorted(WNIDS).index(w)] for w in expected])
     mean = data.test_x.reshape(len(data.test_x), -1, 3).mean(axis=1)
     assert np.abs(mean - colours[data.test_y]).max() < 6  # labels = rank among the subset
-    assert (tree / "ddlib-cache-subset-8.npz").is_file()
+    assert (tree / "ddlib-cache-subset-8" / "fingerprint").is_file()
 
 
 def test_tree_of_exactly_the_subset_classes_is_taken_as_is(tree: Path, monkeypatch) -> None:
@@ -216,11 +244,14 @@ def test_missing_root_and_empty_train_are_named(tmp_path: Path) -> None:
         inet.imagenet(tmp_path, subset=False)
 
 
-def test_too_large_for_memory_asks_for_smaller_images(tree: Path, monkeypatch) -> None:
-    monkeypatch.setattr(inet, "MAX_ARRAY_BYTES", 36 * 16 * 16 * 3 - 1)  # 36 images at 16
-    with pytest.raises(ValueError, match="36 images at image_size=16.*smaller image_size.*"
-                                         "streaming loader"):
+def test_too_little_disk_fails_before_decoding(tree: Path, monkeypatch) -> None:
+    need = 36 * 16 * 16 * 3  # 36 images at 16
+    usage = inet.shutil.disk_usage(tree)
+    monkeypatch.setattr(inet.shutil, "disk_usage", lambda path: usage._replace(free=need - 1))
+    with pytest.raises(ValueError, match=r"36 images at image_size=16 needs 0\.0 GiB in .*"
+                                         r"imagenet, which has 0\.0 GiB free.*smaller image_size"):
         inet.imagenet(tree, subset=False, image_size=16)
+    assert not list(tree.glob("*ddlib-cache*"))
     assert inet.imagenet(tree, subset=False, image_size=15).train_x.shape[1] == 15
 
 

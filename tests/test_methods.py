@@ -23,6 +23,9 @@ def test_method_runs_end_to_end(smoke, method, dd):
         assert len(rec["confusion_cnn"]) == n and len(rec["per_class_acc_nme"]) == n
         assert sum(map(sum, rec["confusion_cnn"])) == n * 10  # 10 test images per class
         assert rec["memory_per_class"] == cfg.memory // n
+        for rule in ("cnn", "nme"):
+            assert rec[f"acc_{rule}"] <= rec[f"top5_{rule}"] <= 100.0
+    assert rounds[0]["top5_cnn"] == 100.0  # top-5 of the first round's 5 classes
     assert rounds[0]["acc_cnn"] > 100 / 5  # above chance after round 1
     assert ("similar_pairs" in rounds[1]) == dd and "similar_pairs" not in rounds[0]
     assert ("Ln" in rounds[1]["losses"]) == dd

@@ -21,7 +21,7 @@ from ..data import Scenario
 from ..engine import DeviceData, Schedule
 from ..expert import DiscriminativeDistillation
 from ..memory import ExemplarMemory, herding
-from ..metrics import accuracy, confusion_matrix, per_class_accuracy
+from ..metrics import accuracy, confusion_matrix, per_class_accuracy, top_k_accuracy
 from ..models import BiasLayer, LinearHead, Net, make_backbone
 from ..utils import round_seed, seed_everything
 
@@ -54,7 +54,7 @@ class Method:
         self.cfg = cfg
         self.scenario = scenario
         self.data = data
-        self.device = data.train_x.device
+        self.device = data.device
         seed_everything(cfg.seed)  # weight init
         backbone = make_backbone(cfg.backbone, width=cfg.width, **self.backbone_options)
         self.model = Net(backbone, self.make_head(backbone.out_dim)).to(self.device)
@@ -209,11 +209,11 @@ class Method:
         self.memory.reduce(m)
         for c in rnd.new_classes:
             idx = self.scenario.train_indices([c])
-            feats, _ = engine.infer(self.model, self.data, self.data.train_x[torch.as_tensor(idx)])
+            feats, _ = engine.infer(self.model, self.data, self.data.train_images(idx))
             self.memory.add(c, idx[herding(feats.cpu(), m)])
         means = []
         for c in range(rnd.num_seen):
-            images = self.data.train_x[torch.as_tensor(self.memory.ranked[c])]
+            images = self.data.train_images(self.memory.ranked[c])
             phi = nn.functional.normalize(engine.infer(self.model, self.data, images)[0], dim=1)
             if self.cfg.nme_flip:
                 flipped = engine.infer(self.model, self.data, images, flip=True)[0]
@@ -222,18 +222,20 @@ class Method:
         self.class_means = torch.stack(means)
 
     def evaluate(self, rnd: Round) -> dict:
-        """CNN and NME top-1 on the test images of all seen classes (PROTOCOL 1.6)."""
+        """CNN and NME top-1 (and top-5) on the test images of all seen classes (PROTOCOL
+        1.6)."""
         n = rnd.num_seen
         idx = torch.as_tensor(self.scenario.test_indices(range(n)), device=self.device)
         feats, logits = engine.infer(self.model, self.data, self.data.test_x[idx])
         y = self.data.test_y[idx].cpu().numpy()
-        pred_cnn = logits[:, :n].argmax(1).cpu().numpy()
-        phi = nn.functional.normalize(feats, dim=1)
-        pred_nme = (phi @ self.class_means.T).argmax(1).cpu().numpy()  # = nearest mean
+        logits = logits[:, :n].cpu().numpy()
+        similarity = (nn.functional.normalize(feats, dim=1) @ self.class_means.T).cpu().numpy()
+        pred_cnn, pred_nme = logits.argmax(1), similarity.argmax(1)  # NME: = nearest mean
         conf_cnn, conf_nme = confusion_matrix(y, pred_cnn, n), confusion_matrix(y, pred_nme, n)
         return {
             "round": rnd.idx, "classes_seen": n, "new_classes": rnd.new_classes,
             "acc_cnn": accuracy(conf_cnn), "acc_nme": accuracy(conf_nme),
+            "top5_cnn": top_k_accuracy(logits, y), "top5_nme": top_k_accuracy(similarity, y),
             "per_class_acc_cnn": per_class_accuracy(conf_cnn),
             "per_class_acc_nme": per_class_accuracy(conf_nme),
             "confusion_cnn": conf_cnn.tolist(), "confusion_nme": conf_nme.tolist(),

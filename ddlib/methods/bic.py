@@ -103,7 +103,7 @@ class BiC(Method):
         # The network is frozen in eval mode (BN statistics untouched, PROTOCOL trap 2) and the
         # validation images get the test transform, so their logits (after the earlier bias
         # layers) are fixed: compute them once and fit (alpha, beta) on the cached logits.
-        _, logits = engine.infer(self.model, self.data, self.data.train_x[val])
+        _, logits = engine.infer(self.model, self.data, self.data.train_images(val))
         layer = BiasLayer(len(rnd.old_classes), rnd.num_seen).to(self.device)
         opt = torch.optim.SGD(layer.parameters(), lr=cfg.bic_lr, momentum=cfg.momentum)
 

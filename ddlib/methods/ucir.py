@@ -60,9 +60,9 @@ class UCIR(Method):
             return
         # The model has not trained yet this round, so it *is* the old network; infer runs
         # it in eval mode with the test transform (trap 1).
-        images = [self.data.train_x[torch.as_tensor(self.scenario.train_indices([c]))]
-                  for c in rnd.new_classes]
-        feats = [engine.infer(self.model, self.data, x)[0] for x in images]
+        feats = [engine.infer(self.model, self.data,
+                              self.data.train_images(self.scenario.train_indices([c])))[0]
+                 for c in rnd.new_classes]
         head.grow(len(rnd.new_classes), init=imprint_weights(feats, head.weight.detach()))
 
     def objective(self, x: Tensor, y: Tensor, out: Outputs,
