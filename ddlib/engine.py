@@ -2,13 +2,14 @@
 
 Data stay on the training device as uint8; each step augments its mini-batch in place
 (`augment.Augment`). Training images too large for the device (ImageNet-1k: 193 GB at 224)
-stay in their memory-mapped cache on disk and are read one batch ahead in a thread. On CUDA
+stay in their memory-mapped cache on disk and are read a few batches ahead by threads. On CUDA
 the forward runs under bf16 autocast; losses are float32.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Iterator
 
@@ -22,6 +23,7 @@ from .utils import progress
 # Training images go to a CUDA device when they take at most this share of its free memory
 # (models, activations and the test images need the rest).
 DEVICE_DATA_SHARE = 0.5
+READ_AHEAD = 4  # batches read from disk at once (and threads reading them)
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]  # loss, detached parts
 
 
@@ -75,22 +77,22 @@ class DeviceData:
 
     def batches(self, order: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
         """(images, labels) of consecutive `batch_size` slices of `order`. Images on disk
-        are read one batch ahead in a thread, so reading overlaps the training step."""
-        starts = range(0, len(order), batch_size)
+        are read READ_AHEAD batches ahead by as many threads (disk reads overlap each other
+        and the training step); they arrive in order, so training is the same as from memory."""
+        slices = [slice(start, start + batch_size) for start in range(0, len(order), batch_size)]
         if not self.on_disk:
-            for start in starts:
-                batch = order[start:start + batch_size]
-                yield self.train_x[batch], self.train_y[batch]
+            for part in slices:
+                yield self.train_x[order[part]], self.train_y[order[part]]
             return
         host_order = order.cpu().numpy()
-        with ThreadPoolExecutor(max_workers=1) as reader:
-            ahead = reader.submit(self._read, host_order[:batch_size])
-            for start in starts:
-                images = ahead.result()
-                if start + batch_size < len(order):
-                    ahead = reader.submit(self._read, host_order[start + batch_size:
-                                                                start + 2 * batch_size])
-                yield self._upload(images), self.train_y[order[start:start + batch_size]]
+        with ThreadPoolExecutor(max_workers=READ_AHEAD) as readers:
+            ahead = deque(readers.submit(self._read, host_order[part])
+                          for part in slices[:READ_AHEAD])
+            for i, part in enumerate(slices):
+                images = ahead.popleft().result()
+                if i + READ_AHEAD < len(slices):
+                    ahead.append(readers.submit(self._read, host_order[slices[i + READ_AHEAD]]))
+                yield self._upload(images), self.train_y[order[part]]
 
     def _read(self, idx: np.ndarray | Tensor) -> Tensor:
         """The images at `idx` from disk, as a (pinned, on CUDA) NHWC host tensor."""

@@ -110,13 +110,15 @@ def test_memory_mapped_training_images_stay_on_disk_and_train_identically(tmp_pa
     assert torch.equal(weights[0], weights[1])
 
 
-def test_batches_cover_the_order_once_with_matching_labels(tmp_path):
+@pytest.mark.parametrize("batch_size, sizes", [(5, [5, 5, 5, 1]), (2, [2] * 8)])
+def test_batches_cover_the_order_once_with_matching_labels(tmp_path, batch_size, sizes):
+    # 8 batches > READ_AHEAD: the read-ahead queue is refilled while batches are consumed
     data = _tiny_data()
     disk = DeviceData(_memmapped(tmp_path, data.train_x.permute(0, 2, 3, 1).numpy()),
                       data.train_y, data.test_x, data.test_y, data.augment)
     order = torch.randperm(16, generator=torch.Generator().manual_seed(1))
     for source in (data, disk):
-        got = list(source.batches(order, 5))
-        assert [len(x) for x, _ in got] == [5, 5, 5, 1]
+        got = list(source.batches(order, batch_size))
+        assert [len(x) for x, _ in got] == sizes
         assert torch.equal(torch.cat([x for x, _ in got]), data.train_x[order])
         assert torch.equal(torch.cat([y for _, y in got]), data.train_y[order])
