@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, checkpoint, data, results
 from .config import IMAGENET_DATASETS, RunConfig
-from .engine import DeviceData
+from .engine import READ_AHEAD, DeviceData
 from .methods import METHODS
 from .metrics import average_incremental_accuracy
 from .utils import pick_device, resolve_path, write_error
@@ -144,8 +144,8 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
     say(f"{cfg.run_name} on {cfg.dataset} ({cfg.profile} profile), order {cfg.order}, "
         f"{scenario.num_rounds} rounds of {scenario.rounds}, device {device}")
     if device_data.on_disk:
-        say(f"training images ({arrays.train_x.nbytes / 2**30:.1f} GiB) do not fit the device: "
-            "read from the disk cache one batch ahead")
+        say(f"training images ({arrays.train_x.nbytes / 2**30:.1f} GiB) stay in the disk cache, "
+            f"memory-mapped, read {READ_AHEAD} batches ahead")
     records = [] if cfg.fresh else _resume(cfg, method, scenario.num_rounds, say)
     say(f"{'round':>5} {'classes':>7} {'acc_cnn':>8} {'acc_nme':>8} {'time_s':>7}")
     for rec in records:

@@ -13,6 +13,7 @@ from PIL import Image
 from ddlib import RunConfig, imagenet as inet
 from ddlib.augment import Augment, random_resized_crop
 from ddlib.data import load
+from ddlib.engine import DeviceData
 from ddlib.models import ResNet18
 
 WNIDS = [f"n0{i}00{i}" for i in (7, 3, 9, 1, 5, 2)]  # deliberately unsorted
@@ -357,10 +358,14 @@ def test_one_round_on_the_fake_tree_uses_resnet18_and_resized_crop(tree, smoke, 
                         lambda kind, **kw: built.append((kind, kw)) or make_backbone(kind, **kw))
     monkeypatch.setattr(ddlib.augment, "random_resized_crop",
                         lambda x, g, **kw: crops.append(x.shape) or crop(x, g, **kw))
+    reads, read = [], DeviceData._read  # the memory-mapped cache is read per batch on a CPU
+    monkeypatch.setattr(DeviceData, "_read", lambda self, idx: reads.append(len(idx))
+                        or read(self, idx))
     cfg = smoke(method="ucir", dataset="imagenet", data_dir=str(tree), image_size=32,
                 init_classes=6, epochs=1, milestones=())
     result = ddlib.run(cfg, verbose=False)
     assert built == [("resnet18", {"width": cfg.width, "shortcut": "B", "last_relu": False})]
     assert crops and all(s[1:] == (3, 32, 32) for s in crops)
+    assert sum(reads) >= 24  # one epoch over the 24 training images, then herding
     assert len(result["rounds"]) == 1 and sorted(result["class_names"]) == sorted(WNIDS)
     assert result["rounds"][0]["classes_seen"] == 6
