@@ -158,6 +158,34 @@ def _cache_root(root: Path) -> Path:
     return base / hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
 
 
+def _decode_splits(out: Path, root: Path, classes: list[str],
+                   files: dict[str, list[tuple[str, str]]], size: int) -> None:
+    """train_x/train_y/test_x/test_y .npy files in `out`; images are written straight into
+    memory-mapped files, so no split is ever held in memory whole."""
+    index = {c: i for i, c in enumerate(classes)}
+    resizes = {"train": size, "val": round(size * TEST_RESIZE)}
+    for split, key in (("train", "train"), ("val", "test")):
+        paths = [root / split / c / n for c, n in files[split]]
+        images = np.lib.format.open_memmap(out / f"{key}_x.npy", mode="w+", dtype=np.uint8,
+                                           shape=(len(paths), size, size, 3))
+        _decode_into(images, paths, resizes[split], desc=f"decoding {split}/")
+        images.flush()
+        del images  # closes the map
+        np.save(out / f"{key}_y.npy", np.array([index[c] for c, _ in files[split]],
+                                               dtype=np.int64))
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists (another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def _read_cache(cache: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
     """The cached arrays (images memory-mapped) when they were decoded from exactly the
     current file list; None when missing, stale or damaged."""
@@ -175,10 +203,15 @@ def _read_cache(cache: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
 def _write_cache(cache: Path, fingerprint: str, root: Path, classes: list[str],
                  files: dict[str, list[tuple[str, str]]], size: int) -> dict[str, np.ndarray]:
     """Decode both splits into a fresh cache folder, renamed into place when complete (the
-    fingerprint is written last), and return its arrays. Checks the disk space first."""
+    fingerprint is written last), and return its arrays. Checks the disk space first, after
+    removing what it replaces: a stale or damaged cache, and folders of crashed decodes."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    for left in cache.parent.glob(f".{cache.name}.partial-*"):  # up to 193 GB each
+        if not _running(int(left.name.rsplit("-", 1)[1])):
+            shutil.rmtree(left, ignore_errors=True)
     count = len(files["train"]) + len(files["val"])
     need = count * size * size * 3
-    cache.parent.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache.parent).free
     if need > free:
         raise ValueError(f"decoding {count} images at image_size={size} needs "
@@ -189,21 +222,13 @@ def _write_cache(cache: Path, fingerprint: str, root: Path, classes: list[str],
         warnings.warn(f"{root} is read-only: caching the decoded images in {cache}",
                       stacklevel=3)
     partial = cache.with_name(f".{cache.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    index = {c: i for i, c in enumerate(classes)}
-    resizes = {"train": size, "val": round(size * TEST_RESIZE)}
-    for split, key in (("train", "train"), ("val", "test")):
-        paths = [root / split / c / n for c, n in files[split]]
-        images = np.lib.format.open_memmap(partial / f"{key}_x.npy", mode="w+", dtype=np.uint8,
-                                           shape=(len(paths), size, size, 3))
-        _decode_into(images, paths, resizes[split], desc=f"decoding {split}/")
-        images.flush()
-        del images
-        np.save(partial / f"{key}_y.npy",
-                np.array([index[c] for c, _ in files[split]], dtype=np.int64))
+    try:
+        _decode_splits(partial, root, classes, files, size)
+    except BaseException:  # a broken image, Ctrl-C: do not leave gigabytes behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     (partial / "fingerprint").write_text(fingerprint)
-    shutil.rmtree(cache, ignore_errors=True)  # a stale or damaged cache
     os.replace(partial, cache)
     arrays = _read_cache(cache, fingerprint)
     if arrays is None:

@@ -3,6 +3,7 @@ rule, errors, the random-resized crop, the config table and one wired-up round."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -136,10 +137,16 @@ def test_a_cache_cut_short_or_left_partial_is_rebuilt(tree: Path) -> None:
         data = inet.imagenet(tree, subset=False, image_size=8)
     assert data.train_x.shape == (24, 8, 8, 3)
     assert np.load(cache / "train_x.npy").shape == (24, 8, 8, 3)
-    # A crash while decoding leaves a partial folder without a fingerprint: never read.
+    # A crash while decoding leaves a partial folder without a fingerprint: never read, and
+    # removed by the next decode unless its process still runs.
     (cache / "fingerprint").unlink()
+    crashed, alive = tree / ".ddlib-cache-full-8.partial-999999999", \
+        tree / f".ddlib-cache-full-8.partial-{os.getppid()}"
+    crashed.mkdir()
+    alive.mkdir()
     assert inet.imagenet(tree, subset=False, image_size=8).train_x.shape == (24, 8, 8, 3)
     assert (cache / "fingerprint").is_file()
+    assert not crashed.exists() and alive.is_dir()
 
 
 def test_read_only_root_caches_in_the_user_cache(tree: Path, tmp_path: Path,
@@ -235,6 +242,7 @@ def test_errors_name_the_path_or_parameter(tree: Path, damage, kwargs, pattern) 
     damage(tree)
     with pytest.raises(ValueError, match=pattern):
         inet.imagenet(tree, **{"subset": False, "image_size": 8, **kwargs})
+    assert not list(tree.glob("*ddlib-cache*"))  # nothing left behind, not even partly
 
 
 def test_missing_root_and_empty_train_are_named(tmp_path: Path) -> None:
