@@ -29,6 +29,7 @@ import numpy as np
 from . import results as store
 from .config import (DATASETS, IMAGENET_DATASETS, METHOD_ORDER, PROFILES, RunConfig,
                      check_choice)
+from .data import CIFAR100_FIGURE1, dedicated_order_seed
 from .utils import project_root, resolve_path
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
@@ -74,6 +75,21 @@ def grid(profile: str) -> dict[str, Any]:
     return GRID[profile]
 
 
+def figure1(profile: str, dataset: str) -> dict[str, Any]:
+    """Figure 1's runs and class. On CIFAR-100, PROTOCOL 5.2's dedicated class order: 20 per
+    round, the first seed bringing 'baby' in round 1 and 'boy', 'girl', 'man', 'woman' one
+    per later round (seed 18). Elsewhere the grid's first increment and order 0, and the
+    class is picked from the results (`analysis.figure1_class`): `followed` is None."""
+    book_grid = grid(profile)
+    if dataset != "cifar100":
+        return {"increment": book_grid["increments"][0], "class_order_seed": None,
+                "followed": None}
+    increment = book_grid["analysis_increment"]
+    followed, others = CIFAR100_FIGURE1
+    return {"increment": increment, "followed": "baby",
+            "class_order_seed": dedicated_order_seed(100, increment, followed, others)}
+
+
 class Exhibit:
     """The results one exhibit page shows: the runs of `profile` on `dataset` in the store
     that match `match`; it is `ready` when, for each dict in `require`, some run matches it.
@@ -90,8 +106,10 @@ class Exhibit:
 
         self.title, self.profile, self.dataset = title, profile, dataset
         self.results_dir, self.match, self.require = results_dir, match, require
+        # Runs of a dedicated class order (Figure 1) only where a page asks for them.
         found = [(path, payload) for path, payload in store.scan(results_dir)[0]
-                 if store.matches(payload, profile=profile, dataset=dataset, **match)]
+                 if store.matches(payload, profile=profile, dataset=dataset,
+                                  **{"class_order_seed": None, **match})]
         self.results: list[dict[str, Any]] = [payload for _, payload in found]
         self.frame = pd.DataFrame([row for path, payload in found
                                    for row in store.frame_rows(payload, str(path))])
@@ -140,16 +158,19 @@ class Exhibit:
         expert = (f" (expert {values('expert_epochs', True)} + "
                   f"{values('expert_balanced_epochs', True)})"
                   if any(c["dd"] for c in configs) else "")
+        seeds = sorted({c.get("class_order_seed") for c in configs} - {None})
+        orders = (f"the dedicated class order of numpy seed {', '.join(map(str, seeds))}"
+                  if seeds else f"class orders {values('order')}")
         return (f"**{self.title}** is built from {len(configs)} runs in `{self.results_dir}/`: "
-                f"profile `{self.profile}`; dataset `{self.dataset}`; class orders "
-                f"{values('order')}; classes per round {values('increment')}; epochs "
+                f"profile `{self.profile}`; dataset `{self.dataset}`; {orders}; "
+                f"classes per round {values('increment')}; epochs "
                 f"{values('epochs')}{expert}.")
 
     def _repr_markdown_(self) -> str:
         if self.ready:
             return self.provenance()
         wanted = ", ".join(f"{k}={v}" for k, v in {**self.match, **(self.missing or [{}])[0]}
-                           .items())
+                           .items() if v is not None)
         return (f"**{self.title}: not run in this build.** The results store "
                 f"`{self.results_dir}/` has no `{self.profile}`-profile run on "
                 f"`{self.dataset}`" + (f" with {wanted}" if wanted else "")

@@ -109,6 +109,8 @@ class RunConfig:
     test_per_class: int | None = None   # synthetic only
     image_size: int | None = None       # synthetic and ImageNet (stored square side)
     order: int = 0                     # class order: numpy legacy seed 1993 + order
+    class_order_seed: int | None = None  # the class order's seed instead (Figure 1's
+                                         # dedicated order, PROTOCOL 5.2)
     init_classes: int | None = None    # classes in round 1; None = increment (B0 protocol)
     increment: int | None = None       # new classes per later round
     # memory (PROTOCOL 1.4)
@@ -211,6 +213,8 @@ class RunConfig:
             _positive(name, getattr(self, name))
         _at_least("expert_balanced_epochs", self.expert_balanced_epochs, 0)
         _at_least("order", self.order, 0)
+        if self.class_order_seed is not None:
+            _at_least("class_order_seed", self.class_order_seed, 0)
         _at_least("threads", self.threads, 0)
         _at_least("image_size", self.image_size, 8)
         _positive("bic_epochs", self.bic_epochs)  # BiC
@@ -283,6 +287,8 @@ class RunConfig:
         reused."""
         skip = RUNTIME_FIELDS | exclude | (frozenset() if self.dd else DD_FIELDS - {"dd"})
         items = {k: v for k, v in self.as_dict().items() if k not in skip}
+        if self.class_order_seed is None:  # the usual orders keep their identities
+            del items["class_order_seed"]
         if self.dataset == "synthetic":
             items["synthetic_version"] = SYNTHETIC_VERSION
         elif self.dataset in IMAGENET_DATASETS:

@@ -26,6 +26,8 @@ CIFAR100_COARSE: tuple[int, ...] = (
     10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
     16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
 )  # fmt: skip
+# Figure 1 (PROTOCOL 5.2): 'baby', followed while 'boy', 'girl', 'man', 'woman' arrive.
+CIFAR100_FIGURE1 = (2, (11, 35, 46, 98))
 CIFAR_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR_STD = (0.2675, 0.2565, 0.2761)
 DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")
@@ -355,14 +357,33 @@ def load(name: str, *, data_dir: str | Path | None = None, download: bool = Fals
 # ----------------------------------------------------------------------------- scenario
 
 
-def class_order(num_classes: int, order: int) -> np.ndarray:
+def class_order(num_classes: int, order: int, *, seed: int | None = None) -> np.ndarray:
     """Class order ``order``: ``np.random.seed(1993 + order); np.random.permutation(C)``
-    (PROTOCOL.md 1.2), computed on a private legacy RNG so the global one is untouched."""
+    (PROTOCOL.md 1.2), or the permutation of ``seed`` when given; computed on a private
+    legacy RNG so the global one is untouched."""
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if order < 0:
         raise ValueError(f"order must be >= 0, got {order}")
-    return np.random.RandomState(1993 + order).permutation(num_classes).astype(np.int64)
+    seed = 1993 + order if seed is None else seed
+    return np.random.RandomState(seed).permutation(num_classes).astype(np.int64)
+
+
+def dedicated_order_seed(num_classes: int, increment: int, followed: int,
+                         others: tuple[int, ...]) -> int:
+    """Figure 1's class order (PROTOCOL 5.2): the first numpy legacy seed whose
+    ``permutation(num_classes)``, in rounds of ``increment``, brings class ``followed`` in
+    round 1 and each of ``others`` in a different later round."""
+    rounds = -(-num_classes // increment)
+    if not 0 < len(others) < rounds:
+        raise ValueError(f"{len(others)} other classes cannot each take a different one of "
+                         f"the {rounds - 1} later rounds of increment={increment}")
+    for seed in range(2**16):
+        position = np.argsort(np.random.RandomState(seed).permutation(num_classes))
+        later = {int(position[c]) // increment for c in others}
+        if position[followed] < increment and len(later) == len(others) and 0 not in later:
+            return seed
+    raise ValueError(f"no seed below 65536 gives such an order (increment={increment})")
 
 
 def round_sizes(num_classes: int, init_classes: int, increment: int) -> list[int]:
@@ -395,11 +416,12 @@ class Scenario:
     rounds: list[int]  # classes introduced per round
 
     @classmethod
-    def build(cls, data: ImageArrays, *, order: int, init_classes: int,
-              increment: int) -> Scenario:
-        """Relabel ``data`` by class order ``order`` and split its classes into rounds."""
+    def build(cls, data: ImageArrays, *, order: int, init_classes: int, increment: int,
+              class_order_seed: int | None = None) -> Scenario:
+        """Relabel ``data`` by class order ``order`` (or the permutation of
+        ``class_order_seed``) and split its classes into rounds."""
         rounds = round_sizes(data.num_classes, init_classes, increment)
-        perm = class_order(data.num_classes, order)
+        perm = class_order(data.num_classes, order, seed=class_order_seed)
         return cls(data=data.relabel(perm), order=perm, rounds=rounds)
 
     @property

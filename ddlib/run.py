@@ -34,7 +34,7 @@ def load_scenario(cfg: RunConfig) -> data.Scenario:
                        **sizes)
     cfg.check_against(arrays.num_classes)
     return data.Scenario.build(arrays, order=cfg.order, init_classes=cfg.init_classes,
-                               increment=cfg.increment)
+                               increment=cfg.increment, class_order_seed=cfg.class_order_seed)
 
 
 def checkpoint_path(cfg: RunConfig, round_idx: int) -> Path:

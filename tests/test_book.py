@@ -76,6 +76,20 @@ def test_exhibit_is_ready_only_with_every_required_run(tmp_path, monkeypatch):
     assert not ddlib.book.exhibit("x", "cpu", "synthetic", results_dir=store).ready
 
 
+def test_dedicated_order_runs_show_only_where_a_page_asks(tmp_path):
+    store = _store(tmp_path, {"dd": False}, {"dd": False, "class_order_seed": 18})
+    assert len(ddlib.book.exhibit("Figure 3", "smoke", "synthetic", results_dir=store)
+               .results) == 1  # the usual orders only: no mixing into the means
+    fig1 = ddlib.book.exhibit("Figure 1", "smoke", "synthetic", results_dir=store,
+                              class_order_seed=18)
+    assert [r["config"]["class_order_seed"] for r in fig1.results] == [18]
+    assert "the dedicated class order of numpy seed 18" in fig1._repr_markdown_()
+    assert book.figure1("paper", "cifar100") == {"increment": 20, "class_order_seed": 18,
+                                                 "followed": "baby"}
+    assert book.figure1("cpu", "synthetic") == {"increment": 10, "class_order_seed": None,
+                                                "followed": None}
+
+
 def test_imagenet_exhibit_names_the_sweep_with_a_data_folder(tmp_path):
     ex = ddlib.book.exhibit("Figure 4", "paper", "imagenet100", results_dir=str(tmp_path))
     assert "python -m ddlib sweep --profile paper --datasets imagenet100 --data-dir" in ex.command()

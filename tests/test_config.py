@@ -27,11 +27,23 @@ from ddlib.run import load_scenario
     ({"milestones": (9,)}, "milestones"),
     ({"lr": 0}, "lr"),
     ({"device": "tpu"}, "device"),
+    ({"class_order_seed": -1}, "class_order_seed"),
     ({"no_such_knob": 1}, "no_such_knob"),
 ])
 def test_bad_config_names_the_parameter(overrides, name):
     with pytest.raises(ValueError, match=name):
         RunConfig.resolve("smoke", **overrides)
+
+
+def test_class_order_seed_changes_identity_and_scenario_only_when_given(smoke):
+    usual, dedicated = smoke(), smoke(class_order_seed=18)
+    assert usual.identity() == smoke(class_order_seed=None).identity()
+    assert dedicated.identity() != usual.identity()
+    assert dedicated.round_one_identity() != usual.round_one_identity()  # not shared
+    assert load_scenario(dedicated).order.tolist() == \
+        np.random.RandomState(18).permutation(20).tolist()
+    assert load_scenario(usual).order.tolist() == \
+        np.random.RandomState(1993).permutation(20).tolist()
 
 
 def test_unknown_profile():

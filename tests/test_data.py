@@ -11,11 +11,13 @@ import pytest
 
 from ddlib.data import (
     CIFAR100_COARSE,
+    CIFAR100_FIGURE1,
     ImageArrays,
     Scenario,
     arrays,
     cifar100,
     class_order,
+    dedicated_order_seed,
     load,
     round_sizes,
     synthetic,
@@ -48,6 +50,18 @@ def test_class_order_is_a_deterministic_permutation(num_classes: int, order: int
     assert perm.dtype == np.int64
     assert sorted(perm.tolist()) == list(range(num_classes))
     assert np.array_equal(perm, class_order(num_classes, order))
+
+
+def test_figure1_dedicated_orders_are_protocol_seeds_18_and_19() -> None:
+    baby, people = CIFAR100_FIGURE1  # 'baby'; 'boy', 'girl', 'man', 'woman'
+    assert dedicated_order_seed(100, 20, baby, people) == 18
+    assert dedicated_order_seed(100, 10, baby, people) == 19
+    # PROTOCOL 5.2, seed 18 at 20 per round: baby r1, woman r2, girl r3, boy r4, man r5
+    position = np.argsort(class_order(100, 0, seed=18))
+    assert [int(position[c]) // 20 + 1 for c in (2, 98, 35, 11, 46)] == [1, 2, 3, 4, 5]
+    assert np.array_equal(class_order(100, 7, seed=18), np.random.RandomState(18).permutation(100))
+    with pytest.raises(ValueError, match="4 other classes .* the 3 later rounds"):
+        dedicated_order_seed(100, 25, baby, people)
 
 
 def test_class_order_rejects_negative_order() -> None:

@@ -345,12 +345,12 @@ BAD = {"negative": "-1", "zero": "0", "huge": "2147483647", "huger": "1e30",
        "list": "1,x"}
 ZERO_OK = {"similar_k", "order", "momentum", "weight_decay", "lambda_old", "lambda_dd",
            "expert_balanced_epochs", "ucir_lambda_base", "ucir_margin", "ucir_lambda_mr",
-           "seed", "threads"}
+           "seed", "threads", "class_order_seed"}
 # Large but meaningful: many epochs, a big memory or batch, a far-off seed; and float knobs
 # where any finite value is legal: training copes or stops at the NaN guard ("error:
 # non-finite loss ...", exit 2; see test_huge_float_knobs_end_in_the_nan_guard).
 HUGE_OK = {"order", "memory", "epochs", "batch_size", "expert_epochs",
-           "expert_balanced_epochs", "bic_epochs", "ucir_k", "seed"}
+           "expert_balanced_epochs", "bic_epochs", "ucir_k", "seed", "class_order_seed"}
 FLOAT_HUGE_OK = {"lr", "momentum", "weight_decay", "expert_lr", "expert_balanced_lr",
                  "temperature_old", "temperature_new", "lambda_old", "lambda_dd", "bic_lr",
                  "ucir_lambda_base", "ucir_margin", "ucir_lambda_mr"}

@@ -87,7 +87,8 @@ def test_experiment_grid_names_and_expected_results(tmp_path):
     jobs = sweep.experiment_jobs("cpu", datasets=["synthetic", "cifar100"],
                                  methods=["icarl"], results_dir=str(tmp_path))
     assert [j.output.name for j in jobs] == ["icarl.ipynb", "ablation.ipynb",
-                                             "icarl-cifar100.ipynb", "ablation-cifar100.ipynb"]
+                                             "icarl-cifar100.ipynb", "ablation-cifar100.ipynb",
+                                             "icarl-figure1-cifar100.ipynb"]
     assert [j.notebook.name for j in jobs[:2]] == ["icarl.ipynb", "ablation.ipynb"]
     assert jobs[2].parameters == {"profile": "cpu", "dataset": "cifar100", "orders": [0],
                                   "increments": [10, 20], "results_dir": str(tmp_path)}
@@ -98,6 +99,19 @@ def test_experiment_grid_names_and_expected_results(tmp_path):
     assert [p.parent.parent.name for p in jobs[1].expects] == [
         "icarl+dd-k0", "icarl+dd-k2", "icarl+dd-k3", "icarl+dd-k4", "icarl+dd", "icarl"]
     assert {p.parent.name for p in jobs[1].expects} == {"inc20"}
+
+
+def test_cifar100_gets_figure1_runs_in_its_dedicated_order(tmp_path):
+    jobs = sweep.experiment_jobs("paper", datasets=["cifar100"], results_dir=str(tmp_path))
+    figure1 = [j for j in jobs if j.name == "icarl-figure1"]
+    assert len(figure1) == 1 and jobs[-1] is figure1[0]
+    assert figure1[0].notebook.name == "icarl.ipynb"
+    params = figure1[0].parameters
+    assert (params["class_order_seed"], params["increments"], params["orders"]) == (18, [20], [0])
+    assert sorted(p.parent.parent.name for p in figure1[0].expects) == ["icarl", "icarl+dd"]
+    assert all(p.stem.startswith("order0-") for p in figure1[0].expects)  # not order 0's file
+    assert not [j for j in sweep.experiment_jobs("paper", datasets=["cifar100"],
+                                                 methods=["ucir"]) if "figure1" in j.name]
 
 
 def test_jobs_start_in_the_measured_order():
