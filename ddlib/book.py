@@ -29,7 +29,7 @@ import numpy as np
 from . import results as store
 from .config import (DATASETS, IMAGENET_DATASETS, METHOD_ORDER, PROFILES, RunConfig,
                      check_choice)
-from .data import CIFAR100_FIGURE1, dedicated_order_seed
+from .data import CIFAR100_COARSE, CIFAR100_FIGURE1, dedicated_order_seed
 from .utils import project_root, resolve_path
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
@@ -85,9 +85,10 @@ def figure1(profile: str, dataset: str) -> dict[str, Any]:
         return {"increment": book_grid["increments"][0], "class_order_seed": None,
                 "followed": None}
     increment = book_grid["analysis_increment"]
-    followed, others = CIFAR100_FIGURE1
-    return {"increment": increment, "followed": "baby",
-            "class_order_seed": dedicated_order_seed(100, increment, followed, others)}
+    (followed, label), *others = CIFAR100_FIGURE1.items()
+    seed = dedicated_order_seed(len(CIFAR100_COARSE), increment, label,
+                                tuple(index for _, index in others))
+    return {"increment": increment, "followed": followed, "class_order_seed": seed}
 
 
 class Exhibit:

@@ -26,8 +26,9 @@ CIFAR100_COARSE: tuple[int, ...] = (
     10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
     16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
 )  # fmt: skip
-# Figure 1 (PROTOCOL 5.2): 'baby', followed while 'boy', 'girl', 'man', 'woman' arrive.
-CIFAR100_FIGURE1 = (2, (11, 35, 46, 98))
+# Figure 1 (PROTOCOL 5.2): CIFAR-100 indices of 'baby', the class followed, and of the
+# classes whose arrival it watches.
+CIFAR100_FIGURE1 = {"baby": 2, "boy": 11, "girl": 35, "man": 46, "woman": 98}
 CIFAR_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR_STD = (0.2675, 0.2565, 0.2761)
 DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")

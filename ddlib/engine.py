@@ -82,7 +82,8 @@ class DeviceData:
         slices = [slice(start, start + batch_size) for start in range(0, len(order), batch_size)]
         if not self.on_disk:
             for part in slices:
-                yield self.train_x[order[part]], self.train_y[order[part]]
+                batch = order[part]
+                yield self.train_x[batch], self.train_y[batch]
             return
         host_order = order.cpu().numpy()
         with ThreadPoolExecutor(max_workers=READ_AHEAD) as readers:

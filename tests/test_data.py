@@ -53,7 +53,8 @@ def test_class_order_is_a_deterministic_permutation(num_classes: int, order: int
 
 
 def test_figure1_dedicated_orders_are_protocol_seeds_18_and_19() -> None:
-    baby, people = CIFAR100_FIGURE1  # 'baby'; 'boy', 'girl', 'man', 'woman'
+    baby, *people = CIFAR100_FIGURE1.values()  # 'baby'; 'boy', 'girl', 'man', 'woman'
+    people = tuple(people)
     assert dedicated_order_seed(100, 20, baby, people) == 18
     assert dedicated_order_seed(100, 10, baby, people) == 19
     # PROTOCOL 5.2, seed 18 at 20 per round: baby r1, woman r2, girl r3, boy r4, man r5
