@@ -42,8 +42,7 @@ sweep: $(STAMP)
 # Sweep, drop the execution cache if results/ddlib/profile changed (it cannot see them), build.
 # -W turns a failing notebook into a failed build; the execution reports say why.
 book: sweep
-	$(PY) -c 'import sys, ddlib.book; sys.exit(ddlib.book.main(sys.argv[1:]))' \
-	  --profile $(PROFILE) --datasets $(DATASETS) --results-dir $(RESULTS)
+	$(PY) -m ddlib book-cache --profile $(PROFILE) --datasets $(DATASETS) --results-dir $(RESULTS)
 	$(BUILD_ENV) $(VENV)/bin/jupyter-book build . -W -n --keep-going \
 	  || { for f in _build/html/reports/*.log; do test -f "$$f" && { echo "== $$f"; cat "$$f"; }; done; exit 1; }
 	@echo "open _build/html/index.html"

@@ -1,4 +1,5 @@
-"""Command line: `python -m ddlib run ...`, `python -m ddlib sweep ...`, `python -m ddlib bench`.
+"""Command line: `python -m ddlib run ...`, `python -m ddlib sweep ...`, `python -m ddlib bench`,
+`python -m ddlib book-cache ...` (a step of `make book`).
 
 Every `RunConfig` field is a flag of `run` (`similar_k` -> `--similar-k`); booleans take
 `--dd` / `--no-dd`; tuples are comma-separated (`--milestones 50,75`).
@@ -11,6 +12,7 @@ import math
 import sys
 from dataclasses import fields
 
+from . import book_cache
 from .config import PROFILES, RunConfig
 from .sweep import add_arguments as add_sweep_flags
 
@@ -71,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser = sub.add_parser("bench", help="images/s of a ResNet-32 training step")
     bench_parser.add_argument("--steps", type=lambda t: _int(t, 1, 10**6), default=10)
     bench_parser.add_argument("--threads", type=lambda t: _int(t, 0, 1024), default=0)
+    book_cache.add_arguments(sub.add_parser("book-cache", help="drop Jupyter Book's execution "
+                                            "cache when results, ddlib or the profile changed"))
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     try:
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
             from .sweep import main as sweep
 
             return sweep(args)
+        elif command == "book-cache":
+            return book_cache.main(args)
         else:
             from .bench import main as bench
 

@@ -2,7 +2,8 @@
 
 Table 2 (confusion vs forgetting counts), Figure 1 (one class's accuracy over rounds), the
 chosen similar-class pairs and how often they share a superclass, confusion matrices ordered
-by superclass, and the summaries behind Figures 3-5 (accuracy curves) and 7 (ablation).
+by superclass, the summaries behind Figures 3-5 (accuracy curves) and 7 (ablation), and
+the tables of the run pages (`summary_table`, `average_table`, `headline`).
 Every function reads result records (`ddlib.results.read`) or the tidy frame of
 `ddlib.results.load`; nothing here trains. `ddlib.plots` draws what these return.
 """
@@ -472,3 +473,50 @@ def ablation_summary(data: pd.DataFrame | Results, *, dataset: str | None = None
     arms = ["B", "0", "1", "2", "3", "4"]
     summary["arm"] = pd.Categorical(summary["arm"], categories=arms, ordered=True)
     return summary.sort_values(["method", "arm"], ignore_index=True)
+
+
+# ----------------------------------------------------------------------------- run pages
+
+
+def summary_table(results: Results) -> pd.DataFrame:
+    """Top-1 accuracy (%, the method's own inference rule) after every round, one column per
+    run, mean over class orders, rounded to 1 decimal; indexed by classes seen (and by
+    increment when there are several)."""
+    frame = _run_frame(results)
+    table = frame.pivot_table(index=["increment", "classes seen"], columns="run",
+                              values="acc", aggfunc="mean", sort=False)
+    table = table[list(dict.fromkeys(frame["run"]))]  # plan order: baseline, then +DD
+    if table.index.get_level_values("increment").nunique() == 1:
+        table = table.droplevel("increment")
+    table.columns.name = None
+    return table.round(1)
+
+
+def average_table(results: Results) -> pd.DataFrame:
+    """Per run: average incremental accuracy and last-round accuracy (%, mean over orders,
+    rounded to 1 decimal) and the number of orders behind them."""
+    runs = run_summary(to_frame(results))
+    runs["run"] = [display_name(row) for row in runs.to_dict("records")]
+    table = (runs.groupby(["increment", "run"], sort=False)
+             .agg(**{"avg. inc. acc.": ("avg_inc_acc", "mean"),
+                     "last acc.": ("final_acc", "mean"), "orders": ("order", "count")}))
+    if table.index.get_level_values("increment").nunique() == 1:
+        table = table.droplevel("increment")
+    return table.round(1)
+
+
+def headline(results: Results) -> dict[str, float]:
+    """The numbers a page's prose quotes (to glue): average incremental accuracy of the
+    baseline and of +DD, and the gain, for the first increment; NaN when an arm is missing."""
+    runs = run_summary(to_frame(results))
+    runs = runs[runs["increment"] == runs["increment"].iloc[0]]
+    base = runs.loc[~runs["dd"], "avg_inc_acc"].mean()
+    with_dd = runs.loc[runs["dd"], "avg_inc_acc"].mean()
+    return {"base_avg": round(float(base), 1), "dd_avg": round(float(with_dd), 1),
+            "dd_gain": round(float(with_dd - base), 1)}
+
+
+def _run_frame(results: Results) -> pd.DataFrame:
+    frame = to_frame(results)
+    frame["run"] = [display_name(row) for row in frame.to_dict("records")]
+    return frame.rename(columns={"classes_seen": "classes seen"})

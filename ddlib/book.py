@@ -1,52 +1,30 @@
-"""What the book's pages need besides the experiments: glue, the book's setting, its cache.
+"""What the book's pages need besides the experiments: glue, the book's setting, exhibits.
 
 - `glue(values)`: MyST-NB glue of a page's key numbers (a no-op where myst_nb is missing,
   e.g. Colab), so prose can quote them with {glue:text}`key:.1f`.
 - `setting(profile, dataset)`: which profile and dataset an exhibit page shows. `make book`
   exports DDBOOK_PROFILE and DDBOOK_DATASETS for the whole build; explicit values win; the
   fallback is the committed default (`smoke`, `synthetic`), which is what nbval compares.
-- `GRID`: what `make book` runs for each profile (the sweep's jobs) and the exhibits show.
 - `exhibit(...)`: the results of one exhibit page from the store, shown as the line that says
   what produced them, or, when this build did not run them, the command that does.
-- `refresh_cache(...)`: Jupyter Book's execution cache is keyed on code cells only, so it
-  misses new results, a changed `ddlib` and another profile (jupyter-book issue 1633);
-  `make book` calls this to drop the cache when any of them changed.
 
-`main` is the command line of that step (see the Makefile's `book` target).
+The run grid the exhibits expect is `ddlib.grid`; the execution-cache step of `make book`
+is `python -m ddlib book-cache` (`ddlib.book_cache`).
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import os
-import shutil
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import results as store
-from .config import (DATASETS, IMAGENET_DATASETS, METHOD_ORDER, PROFILES, RunConfig,
-                     check_choice)
-from .data import CIFAR100_COARSE, CIFAR100_FIGURE1, dedicated_order_seed
-from .utils import project_root, resolve_path
+from .config import DATASETS, IMAGENET_DATASETS, PROFILES, RunConfig, check_choice
+from .grid import grid
+from .utils import resolve_path
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
-
-# The book's run grid per profile. `paper` is the paper's full matrix (PROTOCOL 5.6) on
-# CIFAR-100-like datasets; ImageNet datasets take their own increment (10 or 100) from the
-# profile. `cpu` trims it to fit an hour on 2 cores: one class order, 10 and 20 classes per
-# round (not 5, the costliest: 20 rounds), and the Figure 7 ablation for iCaRL only.
-# `analysis_increment`: Table 2, Figures 6 and 7 (the paper's 20 per round).
-GRID: dict[str, dict[str, Any]] = {
-    "smoke": dict(increments=(5, 10), orders=(0,), analysis_increment=5,
-                  ablation_methods=("icarl", "ucir"), similar_ks=(0, 1, 2, 3, 4)),
-    "cpu": dict(increments=(10, 20), orders=(0,), analysis_increment=20,
-                ablation_methods=("icarl",), similar_ks=(0, 1, 2, 3, 4)),
-    "paper": dict(increments=(5, 10, 20), orders=(0, 1, 2), analysis_increment=20,
-                  ablation_methods=METHOD_ORDER, similar_ks=(0, 1, 2, 3, 4)),
-}
 
 
 def glue(values: dict[str, Any]) -> None:
@@ -68,27 +46,6 @@ def setting(profile: str | None = None, dataset: str | None = None) -> dict[str,
     check_choice("profile", chosen["profile"], PROFILES)
     check_choice("dataset", chosen["dataset"], DATASETS)
     return chosen
-
-
-def grid(profile: str) -> dict[str, Any]:
-    check_choice("profile", profile, GRID)
-    return GRID[profile]
-
-
-def figure1(profile: str, dataset: str) -> dict[str, Any]:
-    """Figure 1's runs and class. On CIFAR-100, PROTOCOL 5.2's dedicated class order: 20 per
-    round, the first seed bringing 'baby' in round 1 and 'boy', 'girl', 'man', 'woman' one
-    per later round (seed 18). Elsewhere the grid's first increment and order 0, and the
-    class is picked from the results (`analysis.figure1_class`): `followed` is None."""
-    book_grid = grid(profile)
-    if dataset != "cifar100":
-        return {"increment": book_grid["increments"][0], "class_order_seed": None,
-                "followed": None}
-    increment = book_grid["analysis_increment"]
-    (followed, label), *others = CIFAR100_FIGURE1.items()
-    seed = dedicated_order_seed(len(CIFAR100_COARSE), increment, label,
-                                tuple(index for _, index in others))
-    return {"increment": increment, "followed": followed, "class_order_seed": seed}
 
 
 class Exhibit:
@@ -190,13 +147,6 @@ def exhibit(title: str, profile: str | None = None, dataset: str | None = None, 
                    results_dir=results_dir, require=require, **match)
 
 
-def ablation_runs(profile: str) -> tuple[dict[str, Any], ...]:
-    """Figure 7's required runs: every ablated method's baseline and +DD arms."""
-    book_grid = grid(profile)
-    arms = [{"dd": False}] + [{"dd": True, "similar_k": k} for k in book_grid["similar_ks"]]
-    return tuple({"method": m, **arm} for m in book_grid["ablation_methods"] for arm in arms)
-
-
 def table1(profile: str, datasets: list[str] | None = None, *,
            data_dir: str = "data") -> Any:
     """Table 1 from the dataset objects: classes, superclasses, images and image size of
@@ -228,47 +178,3 @@ def table1(profile: str, datasets: list[str] | None = None, *,
                      "image size": "x".join(str(d) for d in arrays.train_x.shape[1:3]),
                      "note": f"as the `{profile}` profile loads it"})
     return pd.DataFrame(rows).set_index("dataset")
-
-
-def cache_key(*, profile: str, datasets: str, results_dir: str | Path = "results") -> str:
-    """Hash of what executed book pages depend on beyond their code: the build's profile
-    and datasets, the `ddlib` sources, and the list of result files (path, size, mtime)."""
-    root = project_root() or Path.cwd()
-    digest = hashlib.sha256(f"{profile}|{datasets}".encode())
-    for path in sorted((root / "ddlib").rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    store = resolve_path(results_dir)
-    if store.is_dir():
-        for path in sorted(store.rglob("*.json")):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(store)}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
-
-
-def refresh_cache(build_dir: str | Path = "_build", **key: Any) -> bool:
-    """Delete `build_dir`/.jupyter_cache when `cache_key(**key)` changed since the last
-    build; return whether it was deleted."""
-    build = resolve_path(build_dir)
-    stamp = build / ".ddbook-cache-key"
-    new = cache_key(**key)
-    if stamp.is_file() and stamp.read_text().strip() == new:
-        return False
-    shutil.rmtree(build / ".jupyter_cache", ignore_errors=True)
-    build.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(new + "\n")
-    return True
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ddlib.book",
-                                     description="drop the book's execution cache when stale")
-    parser.add_argument("--profile", required=True)
-    parser.add_argument("--datasets", default="synthetic")
-    parser.add_argument("--results-dir", default="results")
-    parser.add_argument("--build-dir", default="_build")
-    args = parser.parse_args(argv)
-    dropped = refresh_cache(args.build_dir, profile=args.profile, datasets=args.datasets,
-                            results_dir=args.results_dir)
-    print("execution cache " + ("cleared (results, ddlib or profile changed)" if dropped
-                                else "kept (nothing changed)"))
-    return 0

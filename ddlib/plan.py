@@ -1,9 +1,10 @@
-"""A set of runs for one notebook: plan it, run it, summarise it.
+"""A set of runs for one notebook: plan it, describe it, run it.
 
-The experiment notebooks (`notebooks/<method>.ipynb`) are three calls: `plan` resolves and
-validates every run of the papermill parameters up front (a bad value fails the first cell,
-with ddlib's message), `run_all` trains them (resuming, and reading back finished runs from
-the results store), and the summaries below turn the results into rounded tables.
+The experiment notebooks are three calls: `plan` resolves and validates every run of the
+papermill parameters up front (a bad value fails the first cell, with ddlib's message),
+`describe` shows them, and `run_all` trains them (resuming, and reading back finished runs
+from the results store). `ddlib.analysis.summary_table` and its neighbours then turn the
+results into rounded tables.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 
 from . import analysis, results
 from .config import PROFILES, RunConfig, check_choice
-from .utils import progress, project_root
+from .utils import display_path, progress
 
 # Classes of the datasets whose size is known without loading them (for early checks).
 _KNOWN_CLASSES = {"cifar100": 100}
@@ -90,52 +91,8 @@ def describe(runs: Iterable[RunConfig]) -> pd.DataFrame:
         rows.append({"run": analysis.display_name(cfg.as_dict()), "profile": cfg.profile,
                      "dataset": cfg.dataset, "increment": cfg.increment, "order": cfg.order,
                      "epochs": cfg.epochs, "expert epochs": expert, "memory": cfg.memory,
-                     "result": _relative(results.result_path(cfg))})
+                     "result": display_path(results.result_path(cfg))})
     return pd.DataFrame(rows).set_index("run")
-
-
-def summary_table(results_: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Top-1 accuracy (%, the method's own inference rule) after every round, one column per
-    run, mean over class orders, rounded to 1 decimal; indexed by classes seen (and by
-    increment when there are several)."""
-    frame = _frame(results_)
-    table = frame.pivot_table(index=["increment", "classes seen"], columns="run",
-                              values="acc", aggfunc="mean", sort=False)
-    table = table[list(dict.fromkeys(frame["run"]))]  # plan order: baseline, then +DD
-    if table.index.get_level_values("increment").nunique() == 1:
-        table = table.droplevel("increment")
-    table.columns.name = None
-    return table.round(1)
-
-
-def average_table(results_: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """Per run: average incremental accuracy and last-round accuracy (%, mean over orders,
-    rounded to 1 decimal) and the number of orders behind them."""
-    runs = analysis.run_summary(analysis.to_frame(list(results_)))
-    runs["run"] = [analysis.display_name(row) for row in runs.to_dict("records")]
-    table = (runs.groupby(["increment", "run"], sort=False)
-             .agg(**{"avg. inc. acc.": ("avg_inc_acc", "mean"),
-                     "last acc.": ("final_acc", "mean"), "orders": ("order", "count")}))
-    if table.index.get_level_values("increment").nunique() == 1:
-        table = table.droplevel("increment")
-    return table.round(1)
-
-
-def headline(results_: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """The numbers a page's prose quotes (to glue): average incremental accuracy of the
-    baseline and of +DD, and the gain, for the first increment; NaN when an arm is missing."""
-    runs = analysis.run_summary(analysis.to_frame(list(results_)))
-    runs = runs[runs["increment"] == runs["increment"].iloc[0]]
-    base = runs.loc[~runs["dd"], "avg_inc_acc"].mean()
-    with_dd = runs.loc[runs["dd"], "avg_inc_acc"].mean()
-    return {"base_avg": round(float(base), 1), "dd_avg": round(float(with_dd), 1),
-            "dd_gain": round(float(with_dd - base), 1)}
-
-
-def _frame(results_: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    frame = analysis.to_frame(list(results_))
-    frame["run"] = [analysis.display_name(row) for row in frame.to_dict("records")]
-    return frame.rename(columns={"classes_seen": "classes seen"})
 
 
 def _values(name: str, value: Any, kind: type, *, allow_none: bool = False) -> list[Any]:
@@ -173,10 +130,3 @@ def _check_rounds(cfg: RunConfig) -> None:
     if num_classes is not None:
         cfg.check_against(num_classes)
 
-
-def _relative(path: Path) -> str:
-    root = project_root()
-    try:
-        return str(path.relative_to(root)) if root else str(path)
-    except ValueError:
-        return str(path)

@@ -2,7 +2,7 @@
 
 `python -m ddlib sweep` executes `notebooks/<method>.ipynb` for every method and dataset,
 and `notebooks/ablation.ipynb`, into `book/runs/` (the book's run pages; fixed names
-whatever the profile), with the book's grid of the profile (`ddlib.book.GRID`). Each job:
+whatever the profile), with the book's grid of the profile (`ddlib.grid.GRID`). Each job:
 
 - has its parameter names checked against the notebook (`papermill.inspect_notebook`; papermill
   itself only warns) and its values checked by `ddlib.plan`, for all jobs before any starts;
@@ -68,17 +68,17 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
                     methods: Sequence[str] = METHOD_ORDER, ablation: bool = True,
                     out_dir: str | Path = "book/runs", notebooks_dir: str | Path = "notebooks",
                     results_dir: str = "results", **parameters: Any) -> list[Job]:
-    """The book's grid (`ddlib.book.GRID`) as papermill jobs, in `_COST_RANK` order.
+    """The book's grid (`ddlib.grid.GRID`) as papermill jobs, in `_COST_RANK` order.
 
     Per dataset, one job per method, `notebooks/<method>.ipynb` -> `<out_dir>/<method>.ipynb`
     (`<method>-<dataset>.ipynb` after the first dataset), with the grid's increments and
     orders; then `notebooks/ablation.ipynb` for Figure 7 (not on ImageNet, which the paper
     does not ablate), and on CIFAR-100 the iCaRL runs of Figure 1's dedicated class order
-    (`book.figure1`, into `icarl-figure1.ipynb`). `parameters` (None = the grid's or the
+    (`grid.figure1`, into `icarl-figure1.ipynb`). `parameters` (None = the grid's or the
     notebook's default) go to every job and win over the grid; all values are validated
     here through `ddlib.plan`."""
-    from .book import figure1, grid
     from .config import IMAGENET_DATASETS
+    from .grid import figure1, grid
     from .plan import plan
     from .results import result_path
 
@@ -312,7 +312,7 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--datasets", default="synthetic", help="comma-separated")
     parser.add_argument("--methods", default=",".join(METHOD_ORDER), help="comma-separated")
     parser.add_argument("--increments", default=None,
-                        help="comma-separated (default: the book grid's, ddlib.book.GRID)")
+                        help="comma-separated (default: the book grid's, ddlib.grid.GRID)")
     parser.add_argument("--orders", default=None,
                         help="comma-separated class orders (default: the book grid's)")
     parser.add_argument("--no-ablation", dest="ablation", action="store_false",

@@ -53,6 +53,16 @@ def resolve_path(path: str | Path) -> Path:
     return (project_root() or Path.cwd()) / path
 
 
+def display_path(path: str | Path) -> str:
+    """`path` as printed: relative to the project root when inside it (so logs and committed
+    notebooks do not show the build machine's folders), else as given."""
+    root = project_root()
+    if root is not None:
+        with contextlib.suppress(ValueError):
+            return str(Path(path).resolve().relative_to(root))
+    return str(path)
+
+
 def write_error(path: Path, err: OSError, what: str = "") -> OSError:
     """`err` (disk full, no permission, a file where a folder should be) as an OSError of the
     same errno whose message names `path`, the file that could not be written."""

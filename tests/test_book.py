@@ -1,4 +1,4 @@
-"""ddlib.book: the build's setting for exhibit pages, and the execution-cache refresh."""
+"""ddlib.book: the build's setting for exhibit pages, and their exhibits."""
 
 from __future__ import annotations
 
@@ -24,20 +24,6 @@ def test_setting_prefers_explicit_then_the_build_then_smoke(monkeypatch):
     monkeypatch.setenv(book.PROFILE_VAR, "gpu")
     with pytest.raises(ValueError, match="profile='gpu' is unknown"):
         book.setting()
-
-
-def test_cache_is_dropped_only_when_results_or_profile_change(tmp_path):
-    build, store = tmp_path / "_build", tmp_path / "results"
-    cache = build / ".jupyter_cache"
-    key = dict(profile="smoke", datasets="synthetic", results_dir=store)
-    assert book.refresh_cache(build, **key)            # first build
-    cache.mkdir()
-    assert not book.refresh_cache(build, **key) and cache.is_dir()
-    (store / "smoke").mkdir(parents=True)
-    (store / "smoke" / "run.json").write_text("{}")   # the sweep wrote a result
-    assert book.refresh_cache(build, **key) and not cache.exists()
-    cache.mkdir()
-    assert book.refresh_cache(build, **{**key, "profile": "cpu"}) and not cache.exists()
 
 
 def _store(tmp_path, *configs):
@@ -84,10 +70,6 @@ def test_dedicated_order_runs_show_only_where_a_page_asks(tmp_path):
                               class_order_seed=18)
     assert [r["config"]["class_order_seed"] for r in fig1.results] == [18]
     assert "the dedicated class order of numpy seed 18" in fig1._repr_markdown_()
-    assert book.figure1("paper", "cifar100") == {"increment": 20, "class_order_seed": 18,
-                                                 "followed": "baby"}
-    assert book.figure1("cpu", "synthetic") == {"increment": 10, "class_order_seed": None,
-                                                "followed": None}
 
 
 def test_imagenet_exhibit_names_the_sweep_with_a_data_folder(tmp_path):

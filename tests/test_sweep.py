@@ -3,12 +3,15 @@ with its notebook and log while the others finish, current jobs skipped."""
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 import ddlib
-from ddlib import sweep
+from ddlib import grid, sweep
 from ddlib.__main__ import main
 
 
@@ -145,3 +148,26 @@ def test_plan_takes_a_list_of_methods_and_names_a_bad_one():
     assert [c.method for c in runs] == ["icarl", "bic"]
     with pytest.raises(ValueError, match="method"):
         ddlib.plan("smoke", method=["icarl", 3])
+
+
+def test_figure1_takes_a_dedicated_order_on_cifar100_only():
+    assert grid.figure1("paper", "cifar100") == {"increment": 20, "class_order_seed": 18,
+                                                 "followed": "baby"}
+    assert grid.figure1("cpu", "synthetic") == {"increment": 10, "class_order_seed": None,
+                                                "followed": None}
+    with pytest.raises(ValueError, match="profile='fast' is unknown"):
+        grid.grid("fast")
+
+
+def test_ablation_runs_are_each_methods_baseline_and_every_k():
+    runs = grid.ablation_runs("smoke")
+    assert len(runs) == 2 * 6 and runs[0] == {"method": "icarl", "dd": False}
+    assert [r.get("similar_k") for r in runs[:6]] == [None, 0, 1, 2, 3, 4]
+    assert {r["method"] for r in runs} == set(grid.GRID["smoke"]["ablation_methods"])
+
+
+def test_the_sweep_and_its_grid_do_not_import_the_book():
+    for module in (sweep, grid):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "book" not in imported and imported & {"grid", "config"}, module.__name__

@@ -1,0 +1,61 @@
+"""The book's experiment grid: what `python -m ddlib sweep` (and so `make book`) runs for
+each profile, and what the exhibit pages expect to find in the results store.
+
+- `GRID[profile]`: classes per round, class orders, the increment of the analyses and the
+  Figure 7 ablation's methods and k values;
+- `figure1(profile, dataset)`: Figure 1's runs (a dedicated class order on CIFAR-100);
+- `ablation_runs(profile)`: the runs Figure 7 needs.
+
+Here rather than in `ddlib.book` so that the sweep does not depend on the book's pages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import METHOD_ORDER, check_choice
+from .data import CIFAR100_COARSE, CIFAR100_FIGURE1
+from .scenario import dedicated_order_seed
+
+# The book's run grid per profile. `paper` is the paper's full matrix (PROTOCOL 5.6) on
+# CIFAR-100-like datasets; ImageNet datasets take their own increment (10 or 100) from the
+# profile. `cpu` trims it to fit an hour on 2 cores: one class order, 10 and 20 classes per
+# round (not 5, the costliest: 20 rounds), and the Figure 7 ablation for iCaRL only.
+# `analysis_increment`: Table 2, Figures 6 and 7 (the paper's 20 per round).
+GRID: dict[str, dict[str, Any]] = {
+    "smoke": dict(increments=(5, 10), orders=(0,), analysis_increment=5,
+                  ablation_methods=("icarl", "ucir"), similar_ks=(0, 1, 2, 3, 4)),
+    "cpu": dict(increments=(10, 20), orders=(0,), analysis_increment=20,
+                ablation_methods=("icarl",), similar_ks=(0, 1, 2, 3, 4)),
+    "paper": dict(increments=(5, 10, 20), orders=(0, 1, 2), analysis_increment=20,
+                  ablation_methods=METHOD_ORDER, similar_ks=(0, 1, 2, 3, 4)),
+}
+
+
+def grid(profile: str) -> dict[str, Any]:
+    """`GRID[profile]`; ValueError naming `profile` when it has none."""
+    check_choice("profile", profile, GRID)
+    return GRID[profile]
+
+
+def figure1(profile: str, dataset: str) -> dict[str, Any]:
+    """Figure 1's runs and class. On CIFAR-100, PROTOCOL 5.2's dedicated class order: 20 per
+    round, the first seed bringing 'baby' in round 1 and 'boy', 'girl', 'man', 'woman' one
+    per later round (seed 18). Elsewhere the grid's first increment and order 0, and the
+    class is picked from the results (`analysis.figure1_class`): `followed` is None."""
+    book_grid = grid(profile)
+    if dataset != "cifar100":
+        return {"increment": book_grid["increments"][0], "class_order_seed": None,
+                "followed": None}
+    increment = book_grid["analysis_increment"]
+    (followed, label), *others = CIFAR100_FIGURE1.items()
+    seed = dedicated_order_seed(len(CIFAR100_COARSE), increment, label,
+                                tuple(index for _, index in others))
+    return {"increment": increment, "followed": followed, "class_order_seed": seed}
+
+
+def ablation_runs(profile: str) -> tuple[dict[str, Any], ...]:
+    """Figure 7's required runs: every ablated method's baseline and +DD arms."""
+    book_grid = grid(profile)
+    arms = [{"dd": False}] + [{"dd": True, "similar_k": k} for k in book_grid["similar_ks"]]
+    return tuple({"method": m, **arm} for m in book_grid["ablation_methods"] for arm in arms)
