@@ -35,14 +35,15 @@ def plan(profile: str, *, method: str | Sequence[str], dataset: str | None = Non
          results_dir: str = "results",
          **overrides: Any) -> list[RunConfig]:
     """Every run of `method` (one or a list) for increments x dd x similar_k x orders,
-    resolved from `profile` and
-    validated before any work; ValueError names the first bad parameter.
+    resolved from `profile` and validated before any work; ValueError names the first bad
+    parameter.
 
     `increments`, `dd`, `orders` and `similar_k` take one value or a list (papermill's
     `-p dd True` or `-y "dd: [false, true]"`); None means the profile's value, for the
-    lists and for any `RunConfig` field passed in `overrides`. An `epochs` override scales the expert's two
-    phases by the same factor (the profile keeps the paper's 100 : 80 + 40), unless they
-    are given too; milestones not given move proportionally with their phase's epochs.
+    lists and for any `RunConfig` field passed in `overrides`. An `epochs` override scales
+    the expert's two phases by the same factor (the profile keeps the paper's 100 : 80 + 40),
+    unless they are given too; milestones not given move proportionally with their phase's
+    epochs.
     Progress bars follow `TQDM_DISABLE=1` unless `progress` is given.
     """
     check_choice("profile", profile, PROFILES)

@@ -19,7 +19,8 @@ from .config import IMAGENET_DATASETS, RunConfig
 from .engine import READ_AHEAD, DeviceData
 from .methods import METHODS
 from .metrics import average_incremental_accuracy
-from .utils import pick_device, resolve_path, write_error
+from .report import ROUND_HEADER, round_row, round_table
+from .utils import display_path, pick_device, resolve_path, write_error
 
 
 def load_scenario(cfg: RunConfig) -> data.Scenario:
@@ -57,17 +58,17 @@ def _resume(cfg: RunConfig, method, num_rounds: int, say) -> list[dict]:
         if state is None:
             continue
         if state["identity"] != cfg.identity():  # older code or other settings: start over
-            warnings.warn(f"{checkpoint_path(cfg, round_idx)} was made by another version or "
-                          f"configuration (identity {state['identity']}, this run "
+            warnings.warn(f"{display_path(checkpoint_path(cfg, round_idx))} was made by another "
+                          f"version or configuration (identity {state['identity']}, this run "
                           f"{cfg.identity()}); starting this run over", stacklevel=2)
             break
         method.load_state(state)
-        say(f"resumed after round {round_idx} from {checkpoint_path(cfg, round_idx)}")
+        say(f"resumed after round {round_idx} from {display_path(checkpoint_path(cfg, round_idx))}")
         return state["records"]
     state = checkpoint.load(round_one_path(cfg))
     if state is not None and state["identity"] == cfg.round_one_identity():
         method.load_state(state)
-        say(f"round 1 shared with the other arms: {round_one_path(cfg)}")
+        say(f"round 1 shared with the other arms: {display_path(round_one_path(cfg))}")
         return state["records"]
     return []
 
@@ -103,7 +104,7 @@ def _read_as(cfg: RunConfig, trained: dict[str, Any], say: Callable[[str], None]
     path = results.save(cfg, payload)
     say(f"{cfg.run_name}: same training as {trained['config']['method']}, read with "
         f"{inference} inference; average incremental accuracy "
-        f"{payload['avg_inc_acc'][inference]:.2f}  -> {path}")
+        f"{payload['avg_inc_acc'][inference]:.2f}  -> {display_path(path)}")
     return payload
 
 
@@ -129,7 +130,8 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
         try:
             payload = results.read(store)
             if payload.get("identity") == cfg.identity():
-                say(f"{cfg.run_name}: result exists, nothing to do -> {store}")
+                say(f"{cfg.run_name}: result exists, nothing to do -> {display_path(store)}\n"
+                    + round_table(payload["rounds"]))
                 return payload
         except ValueError as err:
             say(f"recomputing: {err}")
@@ -147,9 +149,9 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
         say(f"training images ({arrays.train_x.nbytes / 2**30:.1f} GiB) stay in the disk cache, "
             f"memory-mapped, read {READ_AHEAD} batches ahead")
     records = [] if cfg.fresh else _resume(cfg, method, scenario.num_rounds, say)
-    say(f"{'round':>5} {'classes':>7} {'acc_cnn':>8} {'acc_nme':>8} {'time_s':>7}")
+    say(ROUND_HEADER)
     for rec in records:
-        say(_row(rec))
+        say(round_row(rec))
     start = time.perf_counter()
     rounds = tqdm(range(len(records) + 1, scenario.num_rounds + 1), desc=cfg.run_name,
                   leave=False, disable=not cfg.progress)
@@ -160,7 +162,7 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
         checkpoint.save(checkpoint_path(cfg, round_idx), state)
         if round_idx == 1:
             checkpoint.save(round_one_path(cfg), {**state, "identity": cfg.round_one_identity()})
-        say(_row(rec))
+        say(round_row(rec))
     accs = {rule: [r[f"acc_{rule}"] for r in records] for rule in ("cnn", "nme")}
     payload = {
         "ddlib_version": __version__,
@@ -183,10 +185,6 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
     }
     path: Path = results.save(cfg, payload)
     say(f"average incremental accuracy ({method.inference}): "
-        f"{payload['avg_inc_acc'][method.inference]:.2f}  -> {path}")
+        f"{payload['avg_inc_acc'][method.inference]:.2f}  -> {display_path(path)}")
     return payload
 
-
-def _row(rec: dict) -> str:
-    return (f"{rec['round']:>5} {rec['classes_seen']:>7} {rec['acc_cnn']:>8.2f} "
-            f"{rec['acc_nme']:>8.2f} {rec['time']['total']:>7.1f}")

@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import METHOD_ORDER
-from .utils import project_root
+from .config import DATASETS, DEVICES, IMAGENET_DATASETS, METHOD_ORDER, PROFILES, RunConfig
+from .utils import display_path, project_root
 
 RUNTIME_PARAMETERS = frozenset({"threads"})  # differ between sweeps, never change results
+# A job's torch threads on the CPU: RunConfig's default, which the notebooks share.
+CPU_THREADS: int = RunConfig.threads
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,6 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
     (`grid.figure1`, into `icarl-figure1.ipynb`). `parameters` (None = the grid's or the
     notebook's default) go to every job and win over the grid; all values are validated
     here through `ddlib.plan`."""
-    from .config import IMAGENET_DATASETS
     from .grid import figure1, grid
     from .plan import plan
     from .results import result_path
@@ -207,8 +208,8 @@ def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, threads: int | 
     else:
         slots = [None] * max(1, min(workers or cores or 1, len(jobs) or 1))
     # One thread per job on the CPU: faster on shared cores, and CPU results depend on the
-    # thread count, so a fixed default keeps them equal to the notebooks' own (threads=1).
-    threads = threads or (max(1, (cores or 1) // len(slots)) if gpus else 1)
+    # thread count, so one fixed default (RunConfig's, the notebooks' too) keeps them equal.
+    threads = threads or (max(1, (cores or 1) // len(slots)) if gpus else CPU_THREADS)
     free: queue.Queue = queue.Queue()
     for slot in slots:
         free.put(slot)
@@ -239,7 +240,8 @@ def report(outcomes: Sequence[Outcome], say: Callable[[str], None] = print) -> i
     say(f"sweep: {sum(o.status == 'done' for o in outcomes)} done, "
         f"{sum(o.status == 'skipped' for o in outcomes)} skipped, {len(failed)} failed")
     for o in failed:
-        say(f"FAILED {o.job.name}: executed notebook {o.job.output}\n       log {o.log}\n"
+        say(f"FAILED {o.job.name}: executed notebook {display_path(o.job.output)}\n"
+            f"       log {display_path(o.log)}\n"
             + "\n".join("       | " + line for line in o.tail.splitlines()))
     return 1 if failed else 0
 
@@ -279,7 +281,7 @@ def _execute(job: Job, *, slot: str | None, threads: int, log: Path, clean_outpu
            "--cwd", str(job.notebook.parent), "-k", "python3", "--log-output",
            "--no-progress-bar"] + (["-y", json.dumps(params)] if params else [])
     say(f"  start {job.name}" + (f" on GPU {slot}" if slot is not None else "")
-        + f" -> {job.output}")
+        + f" -> {display_path(job.output)}")
     start = time.perf_counter()
     with open(log, "w") as out:
         out.write("$ " + " ".join(cmd) + "\n")
@@ -288,7 +290,7 @@ def _execute(job: Job, *, slot: str | None, threads: int, log: Path, clean_outpu
     seconds = time.perf_counter() - start
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        say(f"  FAIL  {job.name} after {seconds:.0f} s (log {log})")
+        say(f"  FAIL  {job.name} after {seconds:.0f} s (log {display_path(log)})")
         return Outcome(job, "failed", seconds, log, tail)
     if clean_output:
         clean(job.output, keep_parameters=job.output != job.notebook)
@@ -308,9 +310,12 @@ def _results_parameters(params: dict[str, Any]) -> dict[str, Any]:
 
 def add_arguments(parser: Any) -> None:
     """Flags of `python -m ddlib sweep`."""
-    parser.add_argument("--profile", default="smoke", help="smoke | cpu | paper")
-    parser.add_argument("--datasets", default="synthetic", help="comma-separated")
-    parser.add_argument("--methods", default=",".join(METHOD_ORDER), help="comma-separated")
+    parser.add_argument("--profile", default="smoke", metavar="{" + ",".join(PROFILES) + "}",
+                        help="the profile of every job (default: smoke)")
+    parser.add_argument("--datasets", default="synthetic",
+                        help="comma-separated, of " + ", ".join(DATASETS) + " (default: synthetic)")
+    parser.add_argument("--methods", default=",".join(METHOD_ORDER),
+                        help="comma-separated (default: all, " + ",".join(METHOD_ORDER) + ")")
     parser.add_argument("--increments", default=None,
                         help="comma-separated (default: the book grid's, ddlib.grid.GRID)")
     parser.add_argument("--orders", default=None,
@@ -319,19 +324,28 @@ def add_arguments(parser: Any) -> None:
                         help="leave out the Figure 7 ablation job")
     parser.add_argument("--dd", choices=("both", "off", "on"), default=None,
                         help="baseline and +DD (default), baseline only, +DD only")
-    parser.add_argument("--similar-k", type=int, default=None)
-    parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda")
+    parser.add_argument("--similar-k", type=int, default=None,
+                        help="similar old classes per new class of the +DD runs (default: the "
+                             "profile's; the ablation job keeps its own list)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="classifier epochs, the expert's scaled along (default: the "
+                             "profile's)")
+    parser.add_argument("--device", default=None, metavar="{" + ",".join(DEVICES) + "}",
+                        help="the runs' device (default: the notebooks', auto)")
     parser.add_argument("--data-dir", default=None,
                         help="dataset folder (CIFAR-100 root, ImageNet folder with train/ "
                              "and val/, or the .npz of `arrays`); default: the notebooks' data/")
-    parser.add_argument("--results-dir", default="results")
-    parser.add_argument("--out", default="book/runs", help="folder of executed notebooks")
-    parser.add_argument("--log-dir", default="_build/logs")
+    parser.add_argument("--results-dir", default="results",
+                        help="the results store (default: results)")
+    parser.add_argument("--out", default="book/runs",
+                        help="folder of executed notebooks (default: book/runs)")
+    parser.add_argument("--log-dir", default="_build/logs",
+                        help="one log per job (default: _build/logs)")
     parser.add_argument("--workers", type=int, default=None,
                         help="jobs at once (default: one per GPU, else one per core)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per job (default: cores / workers)")
+                        help="torch threads per job (default: 1 on the CPU, as RunConfig and "
+                             "the notebooks; with GPUs, the cores shared out among the jobs)")
     parser.add_argument("--force", action="store_true", help="re-execute current jobs too")
     parser.add_argument("--in-place", nargs="+", metavar="NOTEBOOK", default=None,
                         help="instead: re-execute these notebooks in place with their "
