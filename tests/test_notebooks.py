@@ -4,11 +4,16 @@ the first working cell with ddlib's message in the executed notebook."""
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import nbformat
 import papermill
 import pytest
+
+from ddlib import RunConfig
+from ddlib.analysis import display_name
+from ddlib.config import METHOD_ORDER
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("book/*.ipynb")])
@@ -56,3 +61,43 @@ def test_bad_parameter_fails_the_first_cell_with_ddlibs_message(tmp_path, page):
     errors = [o for o in code[first].outputs if o["output_type"] == "error"]
     assert errors and "profile='fast' is unknown" in errors[0]["evalue"]
     assert not any(c.outputs for c in code[first + 1:])  # nothing ran after it
+
+
+METHOD_NOTEBOOKS = {m: ROOT / "notebooks" / f"{m}.ipynb" for m in METHOD_ORDER}
+
+
+def _as_template(method: str, text: str) -> str:
+    """`text` with the method's id and display name replaced by placeholders."""
+    label = display_name({"method": method, "dd": False, "similar_k": 1})
+    return text.replace(label, "<Method>").replace(method, "<method>")
+
+
+def _cells(method: str) -> list[tuple[str, str, str]]:
+    nb = nbformat.read(METHOD_NOTEBOOKS[method], as_version=4)
+    return [(c.cell_type, _as_template(method, c.source),
+             _as_template(method, json.dumps(c.metadata, sort_keys=True))) for c in nb.cells]
+
+
+@pytest.mark.parametrize("method", METHOD_ORDER)
+def test_method_notebooks_differ_only_in_their_own_prose(method):
+    """One notebook per baseline (a direct Colab link, its prose readable before running),
+    kept in lockstep: every cell but the second (title and what the method does) is the
+    same in all four up to the method's names."""
+    cells, reference = _cells(method), _cells(METHOD_ORDER[0])
+    assert len(cells) == len(reference)
+    label = display_name({"method": method, "dd": False, "similar_k": 1})
+    assert cells[1][0] == "markdown" and cells[1][1].startswith("# <Method> and <Method>+DD\n")
+    for i, (cell, ref) in enumerate(zip(cells, reference)):
+        if i != 1:
+            assert cell == ref, f"cell {i} of {method}.ipynb differs from {METHOD_ORDER[0]}'s"
+    source = METHOD_NOTEBOOKS[method].read_text()
+    assert f"notebooks/{method}.ipynb" in source and label in source
+
+
+def test_threads_parameter_matches_runconfigs_default():
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        (params,) = [c for c in nb.cells if "parameters" in _tags(c)]
+        values = {s.target.id: ast.literal_eval(s.value) for s in ast.parse(params.source).body}
+        if "threads" in values:
+            assert values["threads"] == RunConfig.threads, path.name
