@@ -1,4 +1,5 @@
-"""ddlib.plan: the runs of one notebook, validated up front, and their summaries."""
+"""ddlib.plan: the runs of one notebook, validated up front; their summaries
+(ddlib.analysis, exported as ddlib.summary_table etc.)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import math
 import pytest
 
 import ddlib
+from ddlib import analysis, results, utils
+from ddlib import plan as plan_module
 
 
 def test_plan_enumerates_increments_dd_and_orders():
@@ -65,3 +68,17 @@ def test_describe_shows_one_row_per_run(tmp_path):
     table = ddlib.describe(runs)
     assert list(table.index) == ["BiC", "BiC+DD"]
     assert table.loc["BiC+DD", "expert epochs"] == "2+1"
+
+
+def test_run_page_tables_live_in_analysis():
+    assert ddlib.summary_table is analysis.summary_table
+    assert ddlib.average_table is analysis.average_table
+    assert ddlib.headline is analysis.headline
+    assert not hasattr(plan_module, "summary_table")  # one home: analysis, not plan
+
+
+def test_describe_gives_result_paths_from_the_project_root():
+    (cfg,) = ddlib.plan("smoke", method="icarl", dd=False)
+    shown = ddlib.describe([cfg]).loc["iCaRL", "result"]
+    assert shown == str(results.result_path(cfg).relative_to(utils.project_root()))
+    assert shown.startswith("results/smoke/synthetic/icarl/")
