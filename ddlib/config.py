@@ -14,17 +14,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .data import round_sizes
+from .names import DATASETS, IMAGENET_DATASETS, METHOD_NAMES, run_name
+from .engine import COMPILE_SETTINGS, PRECISIONS, resolve_precision
+from .scenario import round_sizes
 
-DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")
-IMAGENET_DATASETS = ("imagenet100", "imagenet")  # ResNet-18, random-resized crop (PROTOCOL)
 DEVICES = ("auto", "cpu", "cuda")
-METHOD_ORDER = ("lwf", "icarl", "ucir", "bic")  # the paper's order, in tables and figures
+EXPERT_INITS = ("old", "scratch")
+METHOD_ORDER = tuple(METHOD_NAMES)  # the paper's order, in tables and figures
 # Fields that change where or how fast a run goes, never its result.
 RUNTIME_FIELDS = frozenset({"device", "threads", "results_dir", "progress", "data_dir",
-                            "download", "fresh"})
+                            "download", "fresh", "compile"})
 # Fields that only act through the expert, from round 2 on.
-DD_FIELDS = frozenset({"dd", "similar_k", "lambda_dd", "temperature_new", "expert_epochs",
+DD_FIELDS = frozenset({"dd", "similar_k", "lambda_dd", "temperature_new", "expert_init",
+                       "expert_epochs",
                        "expert_lr", "expert_milestones", "expert_balanced_epochs",
                        "expert_balanced_lr", "expert_balanced_milestones"})
 
@@ -35,6 +37,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "smoke": dict(
         dataset="synthetic", synthetic_classes=20, synthetic_superclasses=4,
         train_per_class=24, test_per_class=10, image_size=16, width=0.5, channels_last=False,
+        precision="fp32",  # committed outputs must not depend on the machine
         increment=5, memory=80,
         epochs=3, milestones=(2,), batch_size=32,
         expert_epochs=2, expert_milestones=(1,), expert_balanced_epochs=1,
@@ -43,7 +46,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "cpu": dict(
         dataset="synthetic", synthetic_classes=100, synthetic_superclasses=20,
         train_per_class=100, test_per_class=40, image_size=16, width=0.5, channels_last=False,
-        increment=10, memory=800,
+        precision="auto", increment=10, memory=800,
         epochs=12, milestones=(6, 9), batch_size=64,
         expert_epochs=10, expert_milestones=(5, 8), expert_balanced_epochs=5,
         expert_balanced_milestones=(3,), bic_epochs=30,
@@ -51,7 +54,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "paper": dict(
         dataset="cifar100", synthetic_classes=100, synthetic_superclasses=20,
         train_per_class=500, test_per_class=100, image_size=32, width=1.0, channels_last=True,
-        increment=10, memory=2000,
+        precision="auto", increment=10, memory=2000,
         epochs=100, milestones=(50, 75), batch_size=128,
         expert_epochs=80, expert_milestones=(40, 60), expert_balanced_epochs=40,
         expert_balanced_milestones=(20,), bic_epochs=200,
@@ -128,6 +131,7 @@ class RunConfig:
     weight_decay: float = 5e-4
     batch_size: int | None = None
     # expert (PROTOCOL 4.1): stage A imbalanced, stage B class-balanced
+    expert_init: str = "old"           # old = the old model's features; scratch = fresh weights
     expert_epochs: int | None = None
     expert_lr: float = 0.1
     expert_milestones: tuple[int, ...] | None = None
@@ -155,7 +159,11 @@ class RunConfig:
     # system
     seed: int | None = None            # model seed; None = 1993 + order
     device: str = "auto"               # auto = CUDA when present
-    threads: int = 0                   # torch CPU threads; 0 = torch's default
+    precision: str | None = None       # auto | fp32 | bf16: autocast of every forward
+                                       # (engine.resolve_precision says what auto means)
+    compile: str = "auto"              # auto (= on CUDA) | on | off: torch.compile the step
+    threads: int = 1                   # torch CPU threads (0 = torch's default); one per run,
+                                       # so side-by-side runs do not oversubscribe the cores
     results_dir: str = "results"
     progress: bool = True              # progress bars
     fresh: bool = False                # ignore existing checkpoints and results
@@ -185,11 +193,12 @@ class RunConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad parameter (checks that need no data)."""
-        from .methods import METHODS  # the registry is the list of methods
-
-        check_choice("method", self.method, METHODS)
+        check_choice("method", self.method, METHOD_NAMES)
+        check_choice("expert_init", self.expert_init, EXPERT_INITS)
         check_choice("dataset", self.dataset, DATASETS)
         check_choice("device", self.device, DEVICES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("compile", self.compile, COMPILE_SETTINGS)
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -266,10 +275,7 @@ class RunConfig:
     @property
     def run_name(self) -> str:
         """Method id as shown in figures and store paths: icarl, icarl+dd, icarl+dd-k2."""
-        name = self.method + ("+dd" if self.dd else "")
-        if self.dd and self.similar_k != 1:
-            name += f"-k{self.similar_k}"
-        return name
+        return run_name(self.method, self.dd, self.similar_k)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -287,8 +293,16 @@ class RunConfig:
         reused."""
         skip = RUNTIME_FIELDS | exclude | (frozenset() if self.dd else DD_FIELDS - {"dd"})
         items = {k: v for k, v in self.as_dict().items() if k not in skip}
-        if self.class_order_seed is None:  # the usual orders keep their identities
-            del items["class_order_seed"]
+        # Options added later leave the identities of runs at their defaults unchanged.
+        for name, default in (("class_order_seed", None), ("expert_init", "old")):
+            if items.get(name, default) == default:
+                items.pop(name, None)
+        # fp32 runs keep the identity they had before `precision` existed; `auto` counts as
+        # what it runs as on this machine, so a plan and its run agree.
+        if self.ran_precision() != "bf16":
+            items.pop("precision", None)
+        else:
+            items["precision"] = "bf16"
         if self.dataset == "synthetic":
             items["synthetic_version"] = SYNTHETIC_VERSION
         elif self.dataset in IMAGENET_DATASETS:
@@ -304,8 +318,15 @@ class RunConfig:
                                  increment=self.increment, init_classes=self.init_classes,
                                  dataset=self.dataset)
         skip = RUNTIME_FIELDS | (frozenset() if self.dd else DD_FIELDS)
+        if self.ran_precision() == base.ran_precision():  # auto and what it resolves to
+            skip |= {"precision"}
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.name not in skip and getattr(self, f.name) != getattr(base, f.name)}
+
+    def ran_precision(self) -> str:
+        """fp32 | bf16: what `precision` runs as on this machine's `device`. Configs stored
+        before the field existed (None) ran in fp32."""
+        return resolve_precision(self.precision or "fp32", self.device)
 
     def round_one_identity(self) -> str:
         """Identity of round 1 alone: DD never acts in round 1, so baseline and +DD share it

@@ -1,8 +1,8 @@
-"""Datasets as uint8 arrays, class orders, round sizes and the class-incremental scenario.
+"""Datasets as uint8 arrays and their loaders.
 
-Loaders: ``synthetic`` (the embedded default, see DESIGN.md), ``cifar100``, ``arrays``
-(a user ``.npz``) and ``imagenet100`` / ``imagenet`` (in ``ddlib.imagenet``). PROTOCOL.md
-1.1-1.3 fixes class orders, rounds and the CIFAR-100 hierarchy.
+Loaders: ``synthetic`` (the embedded default, see DESIGN.md), ``cifar100`` and ``arrays``
+(a user ``.npz``); ImageNet lives in ``ddlib.imagenet``, class orders and rounds in
+``ddlib.scenario``. PROTOCOL.md 1.1 fixes the CIFAR-100 hierarchy.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import pickle
 import zipfile
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ CIFAR100_COARSE: tuple[int, ...] = (
 CIFAR100_FIGURE1 = {"baby": 2, "boy": 11, "girl": 35, "man": 46, "woman": 98}
 CIFAR_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR_STD = (0.2675, 0.2565, 0.2761)
-DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")
 
 
 RGB = tuple[float, float, float]
@@ -331,121 +329,3 @@ def arrays(path: str | Path) -> ImageArrays:
         coarse=None if coarse is None else coarse.astype(np.int64),
         coarse_names=None if coarse is None else [f"super{s:02d}" for s in range(coarse.max() + 1)],
         mean=mean, std=std)
-
-
-def load(name: str, *, data_dir: str | Path | None = None, download: bool = False,
-         **sizes: int) -> ImageArrays:
-    """Load dataset ``name``: synthetic (with ``sizes``), cifar100 (``data_dir`` is the root
-    folder), arrays (``data_dir`` is the .npz file), imagenet100 / imagenet (``data_dir`` is
-    the ImageFolder root; ``sizes`` may give image_size)."""
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
-    if name == "synthetic":
-        return synthetic(**sizes)
-    imagenet = name in ("imagenet100", "imagenet")
-    extra = [k for k in sizes if not (imagenet and k == "image_size")]
-    if extra:
-        raise ValueError(f"{', '.join(extra)} do not apply to dataset {name!r}")
-    if data_dir is None:
-        raise ValueError(f"data_dir is required for dataset {name!r}")
-    if imagenet:
-        from .imagenet import imagenet as load_imagenet  # imports PIL; needs ImageArrays
-
-        return load_imagenet(data_dir, subset=name == "imagenet100", **sizes)
-    return cifar100(data_dir, download=download) if name == "cifar100" else arrays(data_dir)
-
-
-# ----------------------------------------------------------------------------- scenario
-
-
-def class_order(num_classes: int, order: int, *, seed: int | None = None) -> np.ndarray:
-    """Class order ``order``: ``np.random.seed(1993 + order); np.random.permutation(C)``
-    (PROTOCOL.md 1.2), or the permutation of ``seed`` when given; computed on a private
-    legacy RNG so the global one is untouched."""
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if order < 0:
-        raise ValueError(f"order must be >= 0, got {order}")
-    seed = 1993 + order if seed is None else seed
-    return np.random.RandomState(seed).permutation(num_classes).astype(np.int64)
-
-
-def dedicated_order_seed(num_classes: int, increment: int, followed: int,
-                         others: tuple[int, ...]) -> int:
-    """Figure 1's class order (PROTOCOL 5.2): the first numpy legacy seed whose
-    ``permutation(num_classes)``, in rounds of ``increment``, brings class ``followed`` in
-    round 1 and each of ``others`` in a different later round."""
-    rounds = -(-num_classes // increment)
-    if not 0 < len(others) < rounds:
-        raise ValueError(f"{len(others)} other classes cannot each take a different one of "
-                         f"the {rounds - 1} later rounds of increment={increment}")
-    for seed in range(2**16):
-        position = np.argsort(np.random.RandomState(seed).permutation(num_classes))
-        later = {int(position[c]) // increment for c in others}
-        if position[followed] < increment and len(later) == len(others) and 0 not in later:
-            return seed
-    raise ValueError(f"no seed below 65536 gives such an order (increment={increment})")
-
-
-def round_sizes(num_classes: int, init_classes: int, increment: int) -> list[int]:
-    """Classes per round: ``init_classes``, then ``increment`` each; a remainder forms a last,
-    smaller round (PyCIL rule, PROTOCOL.md 1.3)."""
-    if not 1 <= init_classes <= num_classes:
-        raise ValueError(f"init_classes must be in 1..{num_classes} (num_classes), "
-                         f"got {init_classes}")
-    if increment < 1:
-        raise ValueError(f"increment must be >= 1, got {increment}")
-    left = num_classes - init_classes
-    if left and increment > left:
-        raise ValueError(f"increment must be <= {left}: only {left} classes are left after a "
-                         f"first round of init_classes={init_classes}; got {increment}")
-    rest = [left % increment] if left % increment else []  # the last, smaller round
-    return [init_classes] + [increment] * (left // increment) + rest
-
-
-def _indices(labels: np.ndarray, classes: Iterable[int]) -> np.ndarray:
-    """Sorted positions of ``labels`` that belong to ``classes``."""
-    return np.flatnonzero(np.isin(labels, np.fromiter(classes, dtype=np.int64)))
-
-
-@dataclass
-class Scenario:
-    """A class-incremental scenario: relabelled data, the class order and the round sizes."""
-
-    data: ImageArrays  # relabelled: label i is original class order[i]
-    order: np.ndarray  # int64 (C,)
-    rounds: list[int]  # classes introduced per round
-
-    @classmethod
-    def build(cls, data: ImageArrays, *, order: int, init_classes: int, increment: int,
-              class_order_seed: int | None = None) -> Scenario:
-        """Relabel ``data`` by class order ``order`` (or the permutation of
-        ``class_order_seed``) and split its classes into rounds."""
-        rounds = round_sizes(data.num_classes, init_classes, increment)
-        perm = class_order(data.num_classes, order, seed=class_order_seed)
-        return cls(data=data.relabel(perm), order=perm, rounds=rounds)
-
-    @property
-    def num_rounds(self) -> int:
-        """Number of rounds R."""
-        return len(self.rounds)
-
-    def seen(self, round_idx: int) -> int:
-        """Classes seen after round ``round_idx`` (1-based; 0 gives 0)."""
-        if not 0 <= round_idx <= self.num_rounds:
-            raise ValueError(f"round_idx must be in 0..{self.num_rounds}, got {round_idx}")
-        return sum(self.rounds[:round_idx])
-
-    def new_classes(self, round_idx: int) -> range:
-        """Labels introduced at round ``round_idx`` (1-based)."""
-        if not 1 <= round_idx <= self.num_rounds:
-            raise ValueError(f"round_idx must be in 1..{self.num_rounds}, got {round_idx}")
-        return range(self.seen(round_idx - 1), self.seen(round_idx))
-
-    def train_indices(self, classes: Iterable[int]) -> np.ndarray:
-        """Sorted indices into ``data.train_x`` of the images with the given labels."""
-        return _indices(self.data.train_y, classes)
-
-    def test_indices(self, classes: Iterable[int]) -> np.ndarray:
-        """Sorted indices into ``data.test_x`` of the images with the given labels."""
-        return _indices(self.data.test_y, classes)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from . import checkpoint, results
 from .analysis import as_results, display_name
 from .config import RunConfig
-from .data import Scenario
+from .scenario import Scenario
 from .engine import DeviceData, infer
 from .methods import METHODS
 from .models import Net
@@ -63,8 +63,6 @@ def grad_cam(model: Net, images: Tensor, targets: int | Tensor, *,
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
             fmap = model.backbone.feature_map(x)            # (B, C, h, w)
             logits = model.head(fmap.mean(dim=(2, 3)))      # the backbone's GAP, then head
-            for bias in model.bias_layers:
-                logits = bias(logits)
             acts = captured[-1] if captured else fmap
             score = logits.gather(1, targets[:, None]).sum()  # images are independent in eval
             grads, = torch.autograd.grad(score, acts)

@@ -1,7 +1,7 @@
 """Backbones and heads (PROTOCOL 2).
 
-`Net` = backbone -> head -> (BiC) bias layers, returning (features, logits). The head grows
-each round and keeps the rows of old classes; a fresh head of the same kind serves the expert.
+`Net` = backbone -> head, returning (features, logits). The head grows each round and keeps
+the rows of old classes; a fresh head of the same kind serves the expert.
 """
 
 from __future__ import annotations
@@ -109,6 +109,14 @@ class ResNet18(nn.Module):
         return self.feature_map(x).mean(dim=(2, 3))
 
 
+def reinitialise(backbone: nn.Module) -> None:
+    """Fresh weights and BN statistics for `backbone`, drawn as at construction."""
+    for m in backbone.modules():
+        if isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.Linear)):
+            m.reset_parameters()
+    _init_weights(backbone)
+
+
 def _init_weights(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
@@ -201,28 +209,13 @@ class CosineHead(nn.Module):
             return self.sigma.float() * self.cosine(features)
 
 
-class BiasLayer(nn.Module):
-    """BiC's correction of one round's logits: o[start:end] <- alpha * o + beta."""
-
-    def __init__(self, start: int, end: int) -> None:
-        super().__init__()
-        self.start, self.end = start, end
-        self.alpha = nn.Parameter(torch.ones(1))
-        self.beta = nn.Parameter(torch.zeros(1))
-
-    def forward(self, logits: Tensor) -> Tensor:
-        scaled = logits[:, self.start:self.end] * self.alpha + self.beta
-        return torch.cat([logits[:, :self.start], scaled, logits[:, self.end:]], dim=1)
-
-
 class Net(nn.Module):
-    """Backbone + growing head (+ BiC bias layers). forward -> (features, logits)."""
+    """Backbone + growing head. forward -> (features, logits)."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.bias_layers = nn.ModuleList()
 
     @property
     def num_classes(self) -> int:
@@ -230,10 +223,7 @@ class Net(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         features = self.backbone(x)
-        logits = self.head(features)
-        for layer in self.bias_layers:
-            logits = layer(logits)
-        return features, logits
+        return features, self.head(features)
 
 
 def make_backbone(kind: str, *, width: float = 1.0, shortcut: str = "A",

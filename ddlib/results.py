@@ -7,6 +7,7 @@ never share a file.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from math import nan
@@ -26,6 +27,16 @@ def result_path(cfg: RunConfig) -> Path:
     if cfg.init_classes != cfg.increment or cfg.overrides():
         stem += f"-{cfg.identity()}"
     return folder / f"{stem}.json"
+
+
+def trained_by(cfg: RunConfig) -> RunConfig | None:
+    """The other method's run whose training is `cfg`'s step for step, if any; `cfg`'s result
+    is then that run's rounds read with `cfg`'s inference rule, not a second training. LwF
+    with exemplars trains exactly as iCaRL (same data, same loss); they differ only in
+    inference (CNN vs NME), and every record stores both rules."""
+    if cfg.method == "lwf" and cfg.lwf_exemplars:
+        return dataclasses.replace(cfg, method="icarl")
+    return None
 
 
 def save(cfg: RunConfig, payload: dict[str, Any]) -> Path:

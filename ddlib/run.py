@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import platform
 import time
@@ -14,16 +15,17 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, checkpoint, data, results
+from . import __version__, checkpoint, results
 from .config import IMAGENET_DATASETS, RunConfig
 from .engine import READ_AHEAD, DeviceData
 from .methods import METHODS
 from .metrics import average_incremental_accuracy
+from .scenario import Scenario, load_dataset
 from .report import ROUND_HEADER, round_row, round_table
 from .utils import display_path, pick_device, resolve_path, write_error
 
 
-def load_scenario(cfg: RunConfig) -> data.Scenario:
+def load_scenario(cfg: RunConfig) -> Scenario:
     """Dataset and class order of `cfg`, validated against the config."""
     sizes = {} if cfg.dataset != "synthetic" else dict(
         num_classes=cfg.synthetic_classes, num_superclasses=cfg.synthetic_superclasses,
@@ -31,10 +33,10 @@ def load_scenario(cfg: RunConfig) -> data.Scenario:
         image_size=cfg.image_size, seed=0)
     if cfg.dataset in IMAGENET_DATASETS:
         sizes = dict(image_size=cfg.image_size)
-    arrays = data.load(cfg.dataset, data_dir=resolve_path(cfg.data_dir), download=cfg.download,
-                       **sizes)
+    arrays = load_dataset(cfg.dataset, data_dir=resolve_path(cfg.data_dir), download=cfg.download,
+                          **sizes)
     cfg.check_against(arrays.num_classes)
-    return data.Scenario.build(arrays, order=cfg.order, init_classes=cfg.init_classes,
+    return Scenario.build(arrays, order=cfg.order, init_classes=cfg.init_classes,
                                increment=cfg.increment, class_order_seed=cfg.class_order_seed)
 
 
@@ -83,17 +85,18 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
         store.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise write_error(store, err) from err
-    twin = METHODS[cfg.method].trained_as(cfg)
+    twin = results.trained_by(cfg)
     if twin is not None:
         return _read_as(cfg, run(twin, verbose=verbose), say)
     device = pick_device(cfg.device)
+    cfg = dataclasses.replace(cfg, precision=cfg.ran_precision())  # the result says which ran
     scenario = load_scenario(cfg)  # every input error surfaces here, before training
     with _exclusive(store, say):
         return _run(cfg, scenario, store, device, say)
 
 
 def _read_as(cfg: RunConfig, trained: dict[str, Any], say: Callable[[str], None]) -> dict[str, Any]:
-    """`cfg`'s result from the run whose training is its own (`Method.trained_as`): the same
+    """`cfg`'s result from the run whose training is its own (`results.trained_by`): the same
     rounds, read with `cfg`'s inference rule. Re-derived on every call, so it follows that
     run when newer code redoes it."""
     inference = METHODS[cfg.method].inference
@@ -124,7 +127,7 @@ def _exclusive(store: Path, say: Callable[[str], None]) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.device,
+def _run(cfg: RunConfig, scenario: Scenario, store: Path, device: torch.device,
          say: Callable[[str], None]) -> dict[str, Any]:
     if not cfg.fresh and store.is_file():
         try:
@@ -141,10 +144,11 @@ def _run(cfg: RunConfig, scenario: data.Scenario, store: Path, device: torch.dev
     imagenet = cfg.dataset in IMAGENET_DATASETS  # random-resized crop instead of pad-crop
     pad = 0 if imagenet else max(1, round(4 * arrays.train_x.shape[1] / 32))  # 4 at 32x32
     device_data = DeviceData.from_arrays(arrays, device, pad=pad, resized_crop=imagenet,
-                                         channels_last=cfg.channels_last or device.type == "cuda")
+                                         channels_last=cfg.channels_last or device.type == "cuda",
+                                         precision=cfg.precision, compile=cfg.compile)
     method = METHODS[cfg.method](cfg, scenario, device_data)
     say(f"{cfg.run_name} on {cfg.dataset} ({cfg.profile} profile), order {cfg.order}, "
-        f"{scenario.num_rounds} rounds of {scenario.rounds}, device {device}")
+        f"{scenario.num_rounds} rounds of {scenario.rounds}, device {device}, {cfg.precision}")
     if device_data.on_disk:
         say(f"training images ({arrays.train_x.nbytes / 2**30:.1f} GiB) stay in the disk cache, "
             f"memory-mapped, read {READ_AHEAD} batches ahead")

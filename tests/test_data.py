@@ -9,19 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ddlib.data import (
-    CIFAR100_COARSE,
-    CIFAR100_FIGURE1,
-    ImageArrays,
-    Scenario,
-    arrays,
-    cifar100,
-    class_order,
-    dedicated_order_seed,
-    load,
-    round_sizes,
-    synthetic,
-)
+from ddlib.data import CIFAR100_COARSE, CIFAR100_FIGURE1, ImageArrays, arrays, cifar100, synthetic
+from ddlib.scenario import Scenario, class_order, dedicated_order_seed, round_sizes
+from ddlib.scenario import load_dataset as load
 
 ORDER0 = [int(v) for v in """
 68 56 78 8 23 84 90 65 74 76 40 89 3 92 55 9 26 80 43 38 58 70 77 1 85 19 17 50 28 53 13 81 45 82

@@ -10,7 +10,8 @@ from torch import nn
 
 from ddlib import RunConfig, gradcam, run
 from ddlib.metrics import confusion_matrix
-from ddlib.models import BiasLayer, CosineHead, LinearHead, Net, make_backbone
+from ddlib.methods.bic import BiasCorrectedHead, BiasLayer
+from ddlib.models import CosineHead, LinearHead, Net, make_backbone
 from ddlib.run import load_scenario
 
 ROWS, COLS = slice(2, 8), slice(9, 15)  # the planted patch of class 1 in 16x16 images
@@ -62,14 +63,18 @@ def test_peak_lies_in_the_planted_patch():
         assert ROWS.start <= r < ROWS.stop and COLS.start <= c < COLS.stop
 
 
-def ucir_like_net() -> Net:
-    """Width-0.25 ResNet-32 as UCIR builds it (signed last block, cosine head) + a bias layer."""
+def small_net(head: str) -> Net:
+    """Width-0.25 ResNet-32 with a signed last block and UCIR's cosine head, or BiC's linear
+    head with a bias layer (Grad-CAM must see the logits after it)."""
     torch.manual_seed(1)
-    net = Net(make_backbone("resnet32", width=0.25, shortcut="B", last_relu=False),
-              CosineHead(16, 4))
-    net.bias_layers.append(BiasLayer(2, 4))
-    with torch.no_grad():
-        net.bias_layers[0].alpha.fill_(0.7)
+    if head == "cosine":
+        top: nn.Module = CosineHead(16, 4)
+    else:
+        top = BiasCorrectedHead(16, 4)
+        top.bias_layers.append(BiasLayer(2, 4))
+        with torch.no_grad():
+            top.bias_layers[0].alpha.fill_(0.7)
+    net = Net(make_backbone("resnet32", width=0.25, shortcut="B", last_relu=False), top)
     return net.eval()
 
 
@@ -85,9 +90,10 @@ def reference_cam(net: Net, x: torch.Tensor, target: int, module: nn.Module) -> 
     return (cam - cam.min()) / (cam.max() - cam.min())
 
 
+@pytest.mark.parametrize("head", ["cosine", "bias_corrected"])
 @pytest.mark.parametrize("layer", ["block_out", "last_conv"])
-def test_matches_a_hook_reference(layer):
-    net = ucir_like_net()
+def test_matches_a_hook_reference(layer, head):
+    net = small_net(head)
     x = torch.randn(3, 3, 16, 16, generator=torch.Generator().manual_seed(2))
     module = net.backbone.blocks if layer == "block_out" else net.backbone.blocks[-1].conv2
     maps = gradcam.grad_cam(net, x, torch.tensor([0, 2, 3]), layer=layer)

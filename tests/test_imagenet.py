@@ -13,7 +13,7 @@ from PIL import Image
 
 from ddlib import RunConfig, imagenet as inet
 from ddlib.augment import Augment, random_resized_crop
-from ddlib.data import load
+from ddlib.scenario import load_dataset as load
 from ddlib.engine import DeviceData
 from ddlib.models import ResNet18
 

@@ -16,7 +16,7 @@ from ddlib.engine import DeviceData
 from ddlib.methods import METHODS
 from ddlib.methods.bic import BiC
 from ddlib.methods.lwf import LwF
-from ddlib.models import BiasLayer
+from ddlib.methods.bic import BiasLayer
 from ddlib.run import load_scenario
 
 Z = [1.0, 2.0, 0.5, -1.0]  # student logits over N = 4 seen classes, s = 2 old
@@ -124,14 +124,14 @@ def test_bic_validation_split(smoke):
     method, rnd, before = _split(cfg)
     n_val = max(1, math.floor(0.1 * 200 / 5))
     assert n_val == 4
-    labels = method.scenario.data.train_y[rnd.holdout]
+    labels = method.scenario.data.train_y[rnd.reserved]
     assert np.array_equal(np.bincount(labels, minlength=10), np.full(10, n_val))
-    assert not np.isin(rnd.holdout, rnd.train_indices).any()
-    kept_or_held = np.sort(np.concatenate([rnd.train_indices, rnd.holdout]))
+    assert not np.isin(rnd.reserved, rnd.train_indices).any()
+    kept_or_held = np.sort(np.concatenate([rnd.train_indices, rnd.reserved]))
     assert np.array_equal(kept_or_held, np.sort(before))  # nothing else lost
-    old_val = rnd.holdout[labels < 5]
+    old_val = rnd.reserved[labels < 5]
     assert np.isin(old_val, method.memory.indices()).all()  # old classes: from exemplars
-    assert np.array_equal(_split(cfg)[1].holdout, rnd.holdout)  # same seed, same split
+    assert np.array_equal(_split(cfg)[1].reserved, rnd.reserved)  # same seed, same split
 
 
 def test_bic_memory_too_small_fails_before_training(smoke):
@@ -152,7 +152,8 @@ def test_bic_run_freezes_one_bias_layer_per_round(smoke):
         extra = stage2(rnd)
         after = method.model.state_dict()
         changed = {k for k in after if k not in before or not torch.equal(before[k], after[k])}
-        assert changed <= {f"bias_layers.{rnd.idx - 2}.alpha", f"bias_layers.{rnd.idx - 2}.beta"}
+        assert changed <= {f"head.bias_layers.{rnd.idx - 2}.alpha",
+                           f"head.bias_layers.{rnd.idx - 2}.beta"}
         return extra
 
     method.extra_stage = spy
@@ -161,11 +162,11 @@ def test_bic_run_freezes_one_bias_layer_per_round(smoke):
         rec = method.fit_round(r)
         assert ("bic_alpha" in rec) == (r > 1)
         bounds += [(method.scenario.seen(r - 1), method.scenario.seen(r))] if r > 1 else []
-    layers = method.model.bias_layers
+    layers = method.model.head.bias_layers
     assert [(b.start, b.end) for b in layers] == bounds == [(5, 10), (10, 15), (15, 20)]
     assert not any(p.requires_grad for p in layers.parameters())
     assert not any(p.requires_grad for p in method.old_model.parameters())
-    assert len(method.old_model.bias_layers) == 3
+    assert len(method.old_model.head.bias_layers) == 3
     assert rec["bic_alpha"] == pytest.approx(layers[-1].alpha.item())  # last round's record
     trainable = {id(p) for p in method.trainable_parameters()}
     assert not any(id(p) in trainable for p in layers.parameters())
@@ -183,11 +184,11 @@ def test_bic_stage_two_never_ends_worse_than_the_identity_on_validation(smoke):
     def spy(rnd):
         if not rnd.old_classes:  # round 1: no stage 2
             return stage2(rnd)
-        val = torch.as_tensor(rnd.holdout)
+        val = torch.as_tensor(rnd.reserved)
         y = method.data.train_y[val]
         _, logits = engine.infer(method.model, method.data, method.data.train_x[val])
         extra = stage2(rnd)
-        layer = method.model.bias_layers[-1]
+        layer = method.model.head.bias_layers[-1]
         fitted = F.cross_entropy(layer(logits), y) + BETA_L2 * layer.beta.pow(2).sum() / 2
         seen.append((float(fitted), float(F.cross_entropy(logits, y))))
         return extra

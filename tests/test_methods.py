@@ -69,3 +69,44 @@ def test_expert_settings_do_not_split_baseline_runs(smoke):
     assert results.result_path(smoke(expert_epochs=5)) == results.result_path(smoke())
     assert (results.result_path(smoke(dd=True, expert_epochs=5))
             != results.result_path(smoke(dd=True)))
+
+
+# ---- Eq. (4): Method.loss = the baseline's objective + lambda_2 * Ln ------------------------
+
+class _FixedLn:
+    """Stands in for the expert: Ln = 0.75 whatever the batch."""
+
+    def __call__(self, x, logits):
+        return logits.sum() * 0 + 0.75
+
+
+def _loss(smoke, method, lambda_dd, *, old=True):
+    import torch
+
+    from ddlib.methods import METHODS
+
+    cfg = smoke(method=method, dd=True, lambda_dd=lambda_dd)
+    m = METHODS[method].__new__(METHODS[method])
+    m.cfg = cfg
+    logits = torch.tensor([[1.0, 2.0, 0.5, -1.0]], requires_grad=True)
+    out = (torch.ones(1, 4), logits)
+    before = (torch.ones(1, 4), torch.tensor([[0.5, 1.5]])) if old else None
+    loss, parts = m.loss(None, torch.tensor([3]), out, before, _FixedLn())
+    baseline = m.objective(None, torch.tensor([3]), out, before)[0]
+    return float(loss.detach()), parts, float(baseline.detach())
+
+
+@pytest.mark.parametrize("method", ["lwf", "icarl", "bic"])
+def test_lambda_dd_scales_ln_and_zero_gives_the_baseline(smoke, method):
+    loss0, parts0, objective = _loss(smoke, method, 0.0)
+    loss1, parts1, _ = _loss(smoke, method, 1.0)
+    loss2, _, _ = _loss(smoke, method, 2.0)
+    assert loss0 == pytest.approx(objective, abs=1e-7)
+    assert loss1 - loss0 == pytest.approx(0.75, rel=1e-6)
+    assert loss2 - loss0 == pytest.approx(1.5, rel=1e-6)
+    assert float(parts1["Ln"]) == pytest.approx(0.75)
+
+
+def test_no_ln_in_round_one(smoke):
+    loss, parts, objective = _loss(smoke, "icarl", 1.0, old=False)
+    assert "Ln" not in parts and loss == pytest.approx(objective)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ddlib.models import BiasLayer, LinearHead, Net, ResNet32, count_parameters
+from ddlib.methods.bic import BiasLayer
+from ddlib.models import LinearHead, Net, ResNet32, count_parameters
 
 
 def test_head_growth_keeps_old_weights_and_logits():

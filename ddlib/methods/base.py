@@ -1,8 +1,9 @@
-"""The round lifecycle shared by every baseline, and the DD hook (DESIGN.md data flow).
+"""The round lifecycle shared by every baseline, and where DD plugs in (DESIGN.md data flow).
 
 One round: grow the head -> (dd) select similar classes, train the expert -> train the
-classifier on the baseline's loss (+ lambda_dd * Ln) -> extra stage -> memory update ->
-evaluation. A baseline overrides hooks only; it never sees the expert.
+classifier on `Method.loss` (the baseline's objective + lambda_dd * Ln, Eq. 4) -> extra
+stage -> memory update -> evaluation. A baseline overrides hooks only; it never sees the
+expert.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from torch import Tensor, nn
 
 from .. import checkpoint, engine
 from ..config import RunConfig
-from ..data import Scenario
 from ..engine import DeviceData, Schedule
 from ..expert import DiscriminativeDistillation
 from ..memory import ExemplarMemory, herding
 from ..metrics import accuracy, confusion_matrix, per_class_accuracy, top_k_accuracy
-from ..models import BiasLayer, LinearHead, Net, make_backbone
+from ..models import LinearHead, Net, make_backbone
+from ..scenario import Scenario
 from ..utils import round_seed, seed_everything
 
 Outputs = tuple[Tensor, Tensor]  # (features, logits)
@@ -36,7 +37,12 @@ class Round:
     new_classes: list[int]
     old_classes: list[int]
     train_indices: np.ndarray  # classifier's training set: new-class images + memory
-    holdout: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # Training images the method keeps for itself this round (BiC's validation split): they
+    # train neither the classifier nor the expert.
+    reserved: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def unreserved(self, indices: np.ndarray) -> np.ndarray:
+        return indices[~np.isin(indices, self.reserved)]
 
     @property
     def num_seen(self) -> int:
@@ -66,13 +72,6 @@ class Method:
         self.generator = torch.Generator(device=self.device)
 
     # ---- hooks --------------------------------------------------------------------------
-    @classmethod
-    def trained_as(cls, cfg: RunConfig) -> RunConfig | None:
-        """Another method's config whose training is this one's step for step, if any: the
-        run then reads that run's rounds with its own inference rule instead of training
-        them twice (run.py)."""
-        return None
-
     def make_head(self, in_dim: int) -> nn.Module:
         return LinearHead(in_dim)
 
@@ -81,13 +80,24 @@ class Method:
         self.model.head.grow(len(rnd.new_classes))
 
     def before_round(self, rnd: Round) -> None:
-        """Adjust the round's data before any training (BiC holds out a validation split)."""
+        """Adjust the round's data before any training (BiC reserves a validation split)."""
 
     def objective(self, x: Tensor, y: Tensor, out: Outputs,
                   old: Outputs | None) -> tuple[Tensor, dict[str, Tensor]]:
         """The baseline's own loss (Lc and its old-knowledge terms). `old` = old model's
         outputs on the same batch, None in round 1."""
         raise NotImplementedError
+
+    def loss(self, x: Tensor, y: Tensor, out: Outputs, old: Outputs | None,
+             dd: DiscriminativeDistillation | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Eq. (4): the baseline's objective (Lc + lambda_1 * Lo and its own extra terms) +
+        lambda_2 * Ln. Ln needs an expert and acts from round 2 on (`old` given)."""
+        loss, parts = self.objective(x, y, out, old)
+        if dd is not None and old is not None:
+            ln = dd(x, out[1])
+            loss = loss + self.cfg.lambda_dd * ln
+            parts["Ln"] = ln.detach()
+        return loss, parts
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters())
@@ -122,27 +132,25 @@ class Method:
         dd = None
         if cfg.dd and self.old_model is not None:
             t0 = time.perf_counter()
-            dd = self._prepare_dd(rnd)
+            dd = self._fit_expert(rnd)
             timings["expert"] = time.perf_counter() - t0
 
         teacher = self.old_model
 
-        def loss_fn(x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        def step_loss(x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
             out = self.model(x)
             old = None
             if teacher is not None:
                 with torch.no_grad():
                     old = teacher(x)
-            loss, parts = self.objective(x, y, out, old)
-            if dd is not None:  # Eq. (4): + lambda_2 * Ln
-                ln = dd(x, out[1])
-                loss = loss + cfg.lambda_dd * ln
-                parts["Ln"] = ln.detach()
+            loss, parts = self.loss(x, y, out, old, dd)
+            parts["acc"] = (out[1].detach().argmax(1) == y).float().mean() * 100
             return loss, parts
 
         t0 = time.perf_counter()
-        history = engine.train(self.model, self.data, rnd.train_indices, loss_fn, self.schedule(),
-                               generator=self.generator, params=self.trainable_parameters(),
+        history = engine.train(self.model, self.data, rnd.train_indices, step_loss,
+                               self.schedule(), generator=self.generator,
+                               params=self.trainable_parameters(),
                                desc=f"round {round_idx} classifier", show_progress=cfg.progress)
         timings["classifier"] = time.perf_counter() - t0
         extra = self.extra_stage(rnd) or {}
@@ -151,47 +159,44 @@ class Method:
         timings["memory"] = time.perf_counter() - t0
         record = self.evaluate(rnd)
         record["losses"] = history[-1] if history else {}
+        record["history_classifier"] = history
         record.update(extra)
         if dd is not None:  # the expert's accuracy next to the classifier's on its classes
-            record.update(dd.record, classifier_acc_on_expert_classes=dd.accuracy(self.model, classifier=True))
+            record.update(dd.record, classifier_acc_on_expert_classes=dd.accuracy(
+                self.model, self.data, self._test_indices(rnd), classifier=True))
         self.old_model = self._frozen_copy()
         timings["total"] = time.perf_counter() - start
         record["time"] = {k: round(v, 3) for k, v in timings.items()}
         return record
 
-    def _prepare_dd(self, rnd: Round) -> DiscriminativeDistillation:
+    def _test_indices(self, rnd: Round) -> np.ndarray:
+        return self.scenario.test_indices(range(rnd.num_seen))
+
+    def _fit_expert(self, rnd: Round) -> DiscriminativeDistillation:
+        """DD's expert for this round, from everything the method does not reserve."""
         c = self.cfg
-        dd = DiscriminativeDistillation(
-            c.similar_k, c.temperature_new,
-            Schedule(c.expert_epochs, c.expert_lr, c.expert_milestones, c.momentum,
-                     c.weight_decay, c.batch_size),
-            Schedule(c.expert_balanced_epochs, c.expert_balanced_lr,
-                     c.expert_balanced_milestones, c.momentum, c.weight_decay, c.batch_size),
-            show_progress=c.progress)
-
-        def keep(idx: np.ndarray) -> np.ndarray:  # BiC's validation images stay unseen
-            return idx[~np.isin(idx, rnd.holdout)]
-
-        dd.prepare(old_model=self.old_model, data=self.data, new_classes=rnd.new_classes,
-                   new_indices={c: keep(self.scenario.train_indices([c])) for c in rnd.new_classes},
-                   exemplars={o: keep(self.memory.ranked[o]) for o in rnd.old_classes},
-                   test_indices=self.scenario.test_indices(range(rnd.num_seen)),
-                   generator=self.generator, round_idx=rnd.idx)
-        return dd
+        return DiscriminativeDistillation.fit(
+            self.old_model, self.data,
+            {n: rnd.unreserved(self.scenario.train_indices([n])) for n in rnd.new_classes},
+            {o: rnd.unreserved(self.memory.ranked[o]) for o in rnd.old_classes},
+            stage_a=Schedule(c.expert_epochs, c.expert_lr, c.expert_milestones, c.momentum,
+                             c.weight_decay, c.batch_size),
+            stage_b=Schedule(c.expert_balanced_epochs, c.expert_balanced_lr,
+                             c.expert_balanced_milestones, c.momentum, c.weight_decay,
+                             c.batch_size),
+            generator=self.generator, similar_k=c.similar_k, temperature=c.temperature_new,
+            init=c.expert_init, test_indices=self._test_indices(rnd),
+            desc=f"round {rnd.idx} expert", show_progress=c.progress)
 
     def state(self) -> dict:
         """Everything the next round needs, as tensors and plain values (a checkpoint)."""
         return {"model": self.model.state_dict(),
-                "bias_ranges": [[b.start, b.end] for b in self.model.bias_layers],
                 "memory": {str(c): torch.from_numpy(idx) for c, idx in self.memory.ranked.items()},
                 "class_means": self.class_means.cpu()}
 
     def load_state(self, state: dict) -> None:
         """Restore `state()`; the old model is then the restored model, as after a round."""
-        self.model.bias_layers = nn.ModuleList(BiasLayer(a, b) for a, b in state["bias_ranges"])
         checkpoint.load_resized(self.model, state["model"])
-        for p in self.model.bias_layers.parameters():
-            p.requires_grad_(False)  # bias layers freeze once trained
         self.model.to(self.device)
         self.memory.ranked = {int(c): idx.numpy() for c, idx in state["memory"].items()}
         self.class_means = state["class_means"].to(self.device)

@@ -7,7 +7,7 @@ Round r >= 2:
    logits after the earlier rounds' (frozen) bias layers, and so are the teacher's;
 3. stage 2: append a bias layer o[s_r:N_r] <- alpha o + beta and fit only (alpha, beta) on the
    validation set: CE over all N_r corrected logits + 0.1 beta^2 / 2; then freeze it forever.
-Inference: CNN after all bias layers (Net.forward applies them). DD adds Ln with weight 1.
+Inference: CNN after all bias layers (the head applies them). DD adds Ln with weight 1.
 """
 
 from __future__ import annotations
@@ -21,13 +21,42 @@ from torch import Tensor, nn
 
 from .. import engine
 from ..config import RunConfig
-from ..data import Scenario
 from ..engine import DeviceData
 from ..losses import cross_entropy, old_knowledge_loss
-from ..models import BiasLayer
+from ..models import LinearHead
+from ..scenario import Scenario
 from .base import Method, Outputs, Round
 
 BETA_L2 = 0.1  # weight of beta^2 / 2 in stage 2 (original code, per FACIL's notes)
+
+
+class BiasLayer(nn.Module):
+    """BiC's correction of one round's logits: o[start:end] <- alpha * o + beta."""
+
+    def __init__(self, start: int, end: int) -> None:
+        super().__init__()
+        self.start, self.end = start, end
+        self.alpha = nn.Parameter(torch.ones(1))
+        self.beta = nn.Parameter(torch.zeros(1))
+
+    def forward(self, logits: Tensor) -> Tensor:
+        scaled = logits[:, self.start:self.end] * self.alpha + self.beta
+        return torch.cat([logits[:, :self.start], scaled, logits[:, self.end:]], dim=1)
+
+
+class BiasCorrectedHead(LinearHead):
+    """BiC's classifier: a linear head whose logits pass through every earlier round's frozen
+    bias layer. Its `fresh` copy (for DD's expert) is a plain linear head."""
+
+    def __init__(self, in_dim: int, num_classes: int = 0) -> None:
+        super().__init__(in_dim, num_classes)
+        self.bias_layers = nn.ModuleList()
+
+    def forward(self, features: Tensor) -> Tensor:
+        logits = super().forward(features)
+        for layer in self.bias_layers:
+            logits = layer(logits)
+        return logits
 
 
 class BiC(Method):
@@ -68,6 +97,9 @@ class BiC(Method):
                     f"classes (of {num_classes}) holds {cfg.memory // s} exemplar(s), but {n} go "
                     f"to the validation split and at least 1 must stay for training")
 
+    def make_head(self, in_dim: int) -> nn.Module:
+        return BiasCorrectedHead(in_dim)
+
     def before_round(self, rnd: Round) -> None:
         if not rnd.old_classes:
             return
@@ -75,9 +107,9 @@ class BiC(Method):
         rng = np.random.default_rng([self.cfg.seed, rnd.idx])  # own stream: deterministic
         pools = [self.memory.ranked[o] for o in rnd.old_classes]
         pools += [self.scenario.train_indices([c]) for c in rnd.new_classes]
-        rnd.holdout = np.concatenate([rng.choice(pool, n, replace=False) for pool in pools])
+        rnd.reserved = np.concatenate([rng.choice(pool, n, replace=False) for pool in pools])
         # Validation images must not train theta_r (nor the expert: the lifecycle drops them).
-        rnd.train_indices = rnd.train_indices[~np.isin(rnd.train_indices, rnd.holdout)]
+        rnd.train_indices = rnd.unreserved(rnd.train_indices)
 
     def objective(self, x: Tensor, y: Tensor, out: Outputs,
                   old: Outputs | None) -> tuple[Tensor, dict[str, Tensor]]:
@@ -91,14 +123,14 @@ class BiC(Method):
     def trainable_parameters(self) -> list[nn.Parameter]:
         # Earlier rounds' (alpha, beta) stay fixed in stage 1 (and get no weight decay).
         return [p for name, p in self.model.named_parameters()
-                if not name.startswith("bias_layers.")]
+                if not name.startswith("head.bias_layers.")]
 
     def extra_stage(self, rnd: Round) -> dict | None:
         """Stage 2; returns (alpha, beta) and validation accuracies for the round record."""
         if not rnd.old_classes:
             return None
         cfg = self.cfg
-        val = torch.as_tensor(rnd.holdout, device=self.device)
+        val = torch.as_tensor(rnd.reserved, device=self.device)
         y = self.data.train_y[val]
         # The network is frozen in eval mode (BN statistics untouched, PROTOCOL trap 2) and the
         # validation images get the test transform, so their logits (after the earlier bias
@@ -132,7 +164,7 @@ class BiC(Method):
                 best = (value, snapshot())
         layer.load_state_dict(best[1])
         layer.requires_grad_(False)  # frozen forever: later rounds and the old-model copies
-        self.model.bias_layers.append(layer)
+        self.model.head.bias_layers.append(layer)
 
         def acc(z: Tensor) -> float:
             return round(float((z.argmax(1) == y).float().mean()) * 100, 2)
@@ -142,3 +174,16 @@ class BiC(Method):
             "bic_val_size": len(y),
             "bic_val_acc_before": acc(logits), "bic_val_acc_after": acc(layer(logits)),
         }
+
+    def state(self) -> dict:
+        return {**super().state(),
+                "bias_ranges": [[b.start, b.end] for b in self.model.head.bias_layers]}
+
+    def load_state(self, state: dict) -> None:
+        self.model.head.bias_layers = nn.ModuleList(
+            BiasLayer(a, b) for a, b in state["bias_ranges"]).to(self.device)
+        # Checkpoints written before the head owned its bias layers name them at top level.
+        state = {**state, "model": {("head." + k if k.startswith("bias_layers.") else k): v
+                                    for k, v in state["model"].items()}}
+        super().load_state(state)
+        self.model.head.bias_layers.requires_grad_(False)  # bias layers freeze once trained

@@ -1,0 +1,75 @@
+"""Issue #11's controlled runs: which `cpu`-profile reductions keep training from converging.
+
+Each arm changes one thing against the `cpu` profile (epochs x2 / x4, 32x32 images, full
+width, 400 training images per class), always on order 0, 10 classes per round. The epoch
+arms run the baselines (iCaRL, UCIR) and, for the expert's own convergence, iCaRL+DD; the
+other arms run iCaRL and iCaRL+DD. Results land in the normal store (`--results-dir`);
+`summarise` writes the numbers the book's "Training to convergence" page and the closing
+note use. Run: `python studies/convergence.py [arm ...]` (one torch thread per job).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ddlib.plan import plan
+from ddlib.run import run
+
+HERE = Path(__file__).parent
+ARMS: dict[str, tuple[dict, tuple[str, ...], tuple[bool, ...]]] = {
+    # name: (overrides of the cpu profile, methods, dd arms)
+    "epochs12": ({}, ("icarl", "ucir"), (False,)),
+    "epochs24": ({"epochs": 24}, ("icarl", "ucir"), (False,)),
+    "epochs48": ({"epochs": 48}, ("icarl", "ucir"), (False,)),
+    "expert12": ({"epochs": 24, "expert_epochs": 10, "expert_balanced_epochs": 5}, ("icarl",), (True,)),
+    "expert24": ({"epochs": 24}, ("icarl",), (True,)),
+    "expert48": ({"epochs": 24, "expert_epochs": 40, "expert_balanced_epochs": 20}, ("icarl",), (True,)),
+    "size32": ({"image_size": 32}, ("icarl",), (False, True)),
+    "width1": ({"width": 1.0}, ("icarl",), (False, True)),
+    "per400": ({"train_per_class": 400}, ("icarl",), (False, True)),
+}
+
+
+def last_fifth_change(losses: list[float]) -> float:
+    """Relative change of the training loss over the last fifth of the epochs (>= 2 epochs):
+    |L_end - L_start| / L_start of that window."""
+    k = max(2, len(losses) // 5)
+    start, end = losses[-k], losses[-1]
+    return abs(end - start) / max(abs(start), 1e-12)
+
+
+def summarise(result: dict) -> dict:
+    rounds = result["rounds"]
+    out = {"run": result["config"]["method"] + ("+dd" if result["config"]["dd"] else ""),
+           "avg_inc_acc": result["avg_inc_acc"], "last_acc": result["last_acc"],
+           "train_time_s": result["train_time_s"],
+           "classifier_last_fifth_change": [last_fifth_change([e["loss"] for e in r["history_classifier"]])
+                                            for r in rounds],
+           "classifier_final_train_acc": [r["history_classifier"][-1].get("acc") for r in rounds]}
+    if result["config"]["dd"]:
+        later = rounds[1:]
+        out.update(
+            expert_acc_a=[r["expert_acc_a"] for r in later],
+            expert_acc_b=[r["expert_acc_b"] for r in later],
+            classifier_acc_on_expert_classes=[r["classifier_acc_on_expert_classes"] for r in later],
+            expert_b_last_fifth_change=[last_fifth_change([e["loss"] for e in r["history_expert_b"]])
+                                        for r in later if r["history_expert_b"]])
+    return out
+
+
+def main(arms: list[str], results_dir: str = "results") -> None:
+    summary_path = HERE / "convergence.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for arm in arms:
+        overrides, methods, dds = ARMS[arm]
+        for cfg in plan("cpu", method=list(methods), dd=list(dds), orders=[0], increments=[10],
+                        results_dir=results_dir, threads=1, progress=False, **overrides):
+            result = run(cfg)
+            summary.setdefault(arm, {})[cfg.run_name] = {**summarise(result), "overrides": overrides}
+            summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or list(ARMS))
