@@ -6,7 +6,11 @@
   exports DDBOOK_PROFILE and DDBOOK_DATASETS for the whole build; explicit values win; the
   fallback is the committed default (`smoke`, `synthetic`), which is what nbval compares.
 - `exhibit(...)`: the results of one exhibit page from the store, shown as the line that says
-  what produced them, or, when this build did not run them, the command that does.
+  what produced them, or, when this build did not run them, the command that does (and,
+  with `make_missing=True`, as in Colab, trains them right there).
+- `Table` and the `*_table` helpers: the analyses' frames as tables for reading (display
+  names, no index column, rounded numbers, no spread over a single class order).
+- `scope(profile, ...)`: the sentence saying what this build's grid leaves out of the paper's.
 
 The run grid the exhibits expect is `ddlib.grid`; the execution-cache step of `make book`
 is `python -m ddlib book-cache` (`ddlib.book_cache`).
@@ -19,12 +23,24 @@ from typing import Any
 
 import numpy as np
 
+from . import analysis
 from . import results as store
-from .config import DATASETS, IMAGENET_DATASETS, PROFILES, RunConfig, check_choice
+from .analysis import METHOD_LABELS
+from .config import (
+    DATASETS,
+    IMAGENET_DATASETS,
+    METHOD_ORDER,
+    PROFILES,
+    RunConfig,
+    check_choice,
+)
 from .grid import grid
-from .utils import resolve_path
+from .plan import plan, run_all
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
+# Datasets as the pages and figures name them (the paper's names).
+DATASET_LABELS = {"synthetic": "synthetic", "cifar100": "CIFAR-100", "arrays": "arrays",
+                  "imagenet100": "ImageNet-Subset", "imagenet": "ImageNet-1k"}
 
 
 def glue(values: dict[str, Any]) -> None:
@@ -50,12 +66,14 @@ def setting(profile: str | None = None, dataset: str | None = None) -> dict[str,
 
 class Exhibit:
     """The results one exhibit page shows: the runs of `profile` on `dataset` in the store
-    that match `match`; it is `ready` when, for each dict in `require`, some run matches it.
+    that match `match` and at least one dict of `require` (the arms the page plots, so
+    that "built from N runs" counts what is drawn); it is `ready` when, for each dict in
+    `require`, some run matches it.
 
     Shown in a notebook, it is a line that states what produced the page (profile, dataset,
-    orders, epochs, runs), or, when this build lacks the runs, what is missing and the
-    command that produces them. `show(func, ...)` calls `func(...)` only when ready, so a
-    page without its runs shows that message and no empty axes.
+    orders, epochs, runs and their measured time), or, when this build lacks the runs, what
+    is missing and the command that produces them. `show(func, ...)` calls `func(...)` only
+    when ready, so a page without its runs shows that message and no empty axes.
     """
 
     def __init__(self, title: str, *, profile: str, dataset: str, results_dir: str = "results",
@@ -67,7 +85,8 @@ class Exhibit:
         # Runs of a dedicated class order (Figure 1) only where a page asks for them.
         found = [(path, payload) for path, payload in store.scan(results_dir)[0]
                  if store.matches(payload, profile=profile, dataset=dataset,
-                                  **{"class_order_seed": None, **match})]
+                                  **{"class_order_seed": None, **match})
+                 and any(store.matches(payload, **need) for need in require)]
         self.results: list[dict[str, Any]] = [payload for _, payload in found]
         self.frame = pd.DataFrame([row for path, payload in found
                                    for row in store.frame_rows(payload, str(path))])
@@ -98,6 +117,25 @@ class Exhibit:
             raise ValueError(f"{func.__name__} gave {sorted(values)}, the page uses {keys}")
         glue(values)
 
+    def make(self, *, device: str = "auto") -> Exhibit:
+        """Train the runs this page plots that the store lacks (finished ones are read
+        back), for the grid of the exhibit's profile, and return the refreshed exhibit.
+        For a notebook without `make book` behind it, e.g. in Colab."""
+        book_grid = grid(self.profile)
+        configs = []
+        for need in self.require:
+            want = {**self.match, **need}
+            configs += plan(self.profile, method=want.get("method", list(METHOD_ORDER)),
+                            dataset=self.dataset, dd=want.get("dd", [False, True]),
+                            increments=want.get("increment", list(book_grid["increments"])),
+                            orders=want.get("order", list(book_grid["orders"])),
+                            similar_k=want.get("similar_k"), device=device,
+                            results_dir=self.results_dir,
+                            class_order_seed=want.get("class_order_seed"))
+        run_all(configs)
+        return Exhibit(self.title, profile=self.profile, dataset=self.dataset,
+                       results_dir=self.results_dir, require=self.require, **self.match)
+
     def command(self) -> str:
         """The command that produces this exhibit's runs."""
         if self.dataset in IMAGENET_DATASETS:  # only the paper profile has ImageNet settings
@@ -110,29 +148,36 @@ class Exhibit:
         configs = [r["config"] for r in self.results]
 
         def values(key: str, dd_only: bool = False) -> str:
-            return ", ".join(str(v) for v in sorted({c[key] for c in configs
-                                                      if c["dd"] or not dd_only}))
+            return _listing(sorted({c[key] for c in configs if c["dd"] or not dd_only}))
 
         expert = (f" (expert {values('expert_epochs', True)} + "
                   f"{values('expert_balanced_epochs', True)})"
                   if any(c["dd"] for c in configs) else "")
         seeds = sorted({c.get("class_order_seed") for c in configs} - {None})
-        orders = (f"the dedicated class order of numpy seed {', '.join(map(str, seeds))}"
-                  if seeds else f"class orders {values('order')}")
-        return (f"**{self.title}** is built from {len(configs)} runs in `{self.results_dir}/`: "
-                f"profile `{self.profile}`; dataset `{self.dataset}`; {orders}; "
-                f"classes per round {values('increment')}; epochs "
-                f"{values('epochs')}{expert}.")
+        orders = (f"the dedicated class order of numpy seed {_listing(seeds)}" if seeds else
+                  ("class order " if len({c["order"] for c in configs}) == 1
+                   else "class orders ") + values("order"))
+        took = duration(sum(r.get("wall_time_s", 0.0) for r in self.results))
+        runs = f"{len(configs)} run" + ("s" if len(configs) > 1 else "")
+        return (f"**{self.title}** is built from {runs} in `{self.results_dir}/`, "
+                f"{took} of training (measured): the `{self.profile}` profile on "
+                f"{DATASET_LABELS.get(self.dataset, self.dataset)} data; {orders}; "
+                f"{values('increment')} classes per round; {values('epochs')} epochs per "
+                f"round{expert}.")
 
     def _repr_markdown_(self) -> str:
         if self.ready:
             return self.provenance()
-        wanted = ", ".join(f"{k}={v}" for k, v in {**self.match, **(self.missing or [{}])[0]}
-                           .items() if v is not None)
+        # Which run is missing, when some of the page's runs exist; else the whole page is.
+        wanted = ", ".join(f"{k}={v}" for k, v in {**self.match, **self.missing[0]}.items()
+                           if v is not None) if self.results and self.missing else ""
         return (f"**{self.title}: not run in this build.** The results store "
                 f"`{self.results_dir}/` has no `{self.profile}`-profile run on "
-                f"`{self.dataset}`" + (f" with {wanted}" if wanted else "")
-                + f". This produces them:\n\n```bash\n{self.command()}\n```")
+                f"{DATASET_LABELS.get(self.dataset, self.dataset)}"
+                + (f" with {wanted}" if wanted else "")
+                + f". This produces them:\n\n```bash\n{self.command()}\n```\n\n"
+                "In a notebook of its own (Colab, Jupyter), setting the parameter "
+                "`make_missing = True` trains them here instead.")
 
     def __repr__(self) -> str:
         return self._repr_markdown_()
@@ -140,41 +185,183 @@ class Exhibit:
 
 def exhibit(title: str, profile: str | None = None, dataset: str | None = None, *,
             results_dir: str = "results", require: tuple[dict[str, Any], ...] = ({},),
-            **match: Any) -> Exhibit:
-    """The `Exhibit` of a page: `setting(profile, dataset)` decides what it shows."""
+            make_missing: bool = False, **match: Any) -> Exhibit:
+    """The `Exhibit` of a page: `setting(profile, dataset)` decides what it shows. With
+    `make_missing` (off in the book build, whose sweep made the runs) a page that lacks
+    runs trains them first (`Exhibit.make`)."""
     chosen = setting(profile, dataset)
-    return Exhibit(title, profile=chosen["profile"], dataset=chosen["dataset"],
-                   results_dir=results_dir, require=require, **match)
+    ex = Exhibit(title, profile=chosen["profile"], dataset=chosen["dataset"],
+                 results_dir=results_dir, require=require, **match)
+    return ex.make() if make_missing and not ex.ready else ex
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '12 min', '1.5 h': a measured time as the prose states it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _listing(values: Any, last: str = "and") -> str:
+    """'5', '5 and 10', '0, 1 and 2'."""
+    items = [str(v) for v in values]
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {last} {items[-1]}"
+
+
+def scope(profile: str, *parts: str) -> Any:
+    """The sentence a page shows about this build's grid against the paper's, for the
+    `parts` it depends on: "orders", "increments", "ablation". Generated from `ddlib.grid`,
+    so it follows whatever profile built the book."""
+    from IPython.display import Markdown
+
+    ours, paper = grid(profile), grid("paper")
+    say = {
+        "orders": lambda g: ("class order " if len(g["orders"]) == 1 else "class orders ")
+        + _listing(g["orders"]),
+        "increments": lambda g: _listing(g["increments"]) + " classes per round",
+        "ablation": lambda g: "the ablation of "
+        + _listing([METHOD_LABELS[m] for m in g["ablation_methods"]]),
+    }
+    unknown = sorted(set(parts) - set(say))
+    if unknown:
+        raise ValueError(f"scope parts {unknown} are unknown; choose from {sorted(say)}")
+    differ = [p for p in parts if say[p](ours) != say[p](paper)]
+    if not differ:
+        return Markdown(f"This `{profile}` build runs the paper's whole grid for this page: "
+                        + "; ".join(say[p](paper) for p in parts) + ".")
+    return Markdown(f"This `{profile}` build runs " + "; ".join(say[p](ours) for p in differ)
+                    + ". The paper's grid has " + "; ".join(say[p](paper) for p in differ)
+                    + ": `make book PROFILE=paper DATASETS=cifar100` runs it, on a GPU.")
+
+
+class Table:
+    """A table for reading: shown as a Markdown table (which the book renders in its own
+    style; columns of numbers right-aligned), as plain text elsewhere. `frame`'s columns
+    are the headers, its index is not shown; floats get `digits` decimals, and the columns
+    in `signed` a sign (gains)."""
+
+    def __init__(self, frame: Any, *, digits: int = 1, signed: tuple[str, ...] = ()) -> None:
+        self.frame, self.digits, self.signed = frame.reset_index(drop=True), digits, signed
+
+    def _cell(self, column: str, value: Any) -> str:
+        if isinstance(value, (float, np.floating)):
+            if np.isnan(value):
+                return ""
+            return f"{value:+.{self.digits}f}" if column in self.signed else \
+                f"{value:.{self.digits}f}"
+        return str(value).replace("|", "\\|")
+
+    def _repr_markdown_(self) -> str:
+        frame = self.frame
+        numeric = [all(v == "" or isinstance(v, (int, float, np.integer, np.floating)) and
+                       not isinstance(v, bool) for v in frame[c]) for c in frame.columns]
+        lines = ["| " + " | ".join(map(str, frame.columns)) + " |",
+                 "|" + "|".join("---:" if n else ":---" for n in numeric) + "|"]
+        lines += ["| " + " | ".join(self._cell(c, v) for c, v in row.items()) + " |"
+                  for _, row in frame.iterrows()]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        shown = self.frame.copy()
+        for column in shown.columns:
+            shown[column] = [self._cell(column, v) for v in shown[column]]
+        return shown.to_string(index=False)
+
+
+def _spread(mean: Any, std: Any, several: bool) -> Any:
+    """'34.1 ± 1.2' over several orders; the mean alone (a number) over one."""
+    if not several:
+        return mean
+    return [f"{m:.1f} ± {s:.1f}" for m, s in zip(mean, std)]
+
+
+def gains_table(data: Any, *, top5: bool = False) -> Table:
+    """Figures 3-5's table (`analysis.dd_gains` of the runs' frame `data`): per classes per
+    round and method, the average incremental and final accuracy of the baseline and +DD
+    (top-1, or top-5 with `top5`), and DD's gain, in points."""
+    frame = analysis.dd_gains(data, top5=top5).reset_index()
+    orders = data["order"].nunique()
+    over = "" if orders == 1 else f" (mean of {orders} orders)"
+    return Table(frame.rename(columns={
+        "increment": "Classes / round", "method": "Method",
+        "avg B": "Avg. inc. acc., baseline" + over, "avg +DD": "+DD", "avg gain": "Gain",
+        "final B": "Final acc., baseline" + over, "final +DD": "+DD ", "final gain": "Gain "})
+        [["Classes / round", "Method", "Avg. inc. acc., baseline" + over, "+DD", "Gain",
+          "Final acc., baseline" + over, "+DD ", "Gain "]], signed=("Gain", "Gain "))
+
+
+def ablation_table(data: Any) -> Table:
+    """Figure 7's table (`analysis.ablation_summary` of the runs' frame `data`): per method
+    and arm the final and average incremental accuracy, "mean ± std" only when there are
+    several orders."""
+    summary = analysis.ablation_summary(data)
+    several = bool((summary["orders"] > 1).any())
+    arm = {"B": "baseline (no expert)", "0": "k = 0 (new classes only)"}
+    return Table(summary.assign(
+        Method=[METHOD_LABELS.get(m, m) for m in summary["method"]],
+        Arm=[arm.get(str(a), f"k = {a}") for a in summary["arm"]],
+        **{"Final acc. (%)": _spread(summary["final_mean"], summary["final_std"], several),
+           "Avg. inc. acc. (%)": _spread(summary["avg_mean"], summary["avg_std"], several)})
+        [["Method", "Arm", "Final acc. (%)", "Avg. inc. acc. (%)"]])
+
+
+def class_table(results: Any, class_name: str) -> Table:
+    """Figure 1's numbers (`analysis.class_accuracy`): one row per round, one column per
+    run (mean over orders), the accuracy on `class_name`."""
+    track = analysis.class_accuracy(results, class_name)
+    rule = {run: f"{run} ({r.upper()})" for run, r in zip(track["run"], track["rule"])}
+    wide = track.pivot_table(index=["round", "classes_seen"], columns="run", values="accuracy",
+                             aggfunc="mean", sort=False).reset_index()
+    return Table(wide.rename(columns={"round": "Round", "classes_seen": "Classes learned",
+                                      **rule}), digits=0)
+
+
+def arrivals_table(result: Any, class_name: str) -> Table:
+    """The classes of `class_name`'s superclass and the round that brings each
+    (`analysis.superclass_arrivals`)."""
+    arrivals = analysis.superclass_arrivals(result, class_name)
+    return Table(arrivals.rename(columns={"class": "Class", "superclass": "Superclass",
+                                          "round": "Arrives in round"})
+                 [["Class", "Superclass", "Arrives in round"]])
+
+
+def errors_table(table: Any) -> Table:
+    """Table 2 from `analysis.table2`: misclassified test images per kind of error, run and
+    round."""
+    frame = table.reset_index()
+    frame.columns = ["Errors", "Run", *(f"Round {c}" for c in frame.columns[2:])]
+    frame["Errors"] = frame["Errors"].str.capitalize()
+    return Table(frame, digits=0)
 
 
 def table1(profile: str, datasets: list[str] | None = None, *,
-           data_dir: str = "data") -> Any:
+           data_dir: str = "data") -> Table:
     """Table 1 from the dataset objects: classes, superclasses, images and image size of
     each dataset of the build (loaded as its runs load it); a dataset that is not on this
-    machine gets a row saying so."""
+    machine gets a row saying so. A `Table`; its `frame` has one row per dataset."""
     import pandas as pd
 
     from .run import load_scenario
 
     rows = []
-    columns = ("classes", "superclasses", "train images", "test images", "train per class",
-               "image size")
+    columns = ("Classes", "Superclasses", "Train images", "Test images", "Train per class",
+               "Image size")
     for name in datasets or [setting(profile)["dataset"]]:
         cfg = RunConfig.resolve(profile, dataset=name, data_dir=data_dir)
         try:
             arrays = load_scenario(cfg).data
-        except (OSError, ValueError) as err:
-            where = resolve_path(data_dir)
-            why = str(err).replace(str(where), data_dir)  # same text on every machine
-            rows.append({"dataset": name, **dict.fromkeys(columns, ""),
-                         "note": "not on this machine: " + why.split(":")[0]})
+        except (OSError, ValueError):  # the reason is for the command line, not the page
+            rows.append({"Dataset": DATASET_LABELS.get(name, name),
+                         **dict.fromkeys(columns, ""), "Note": "not on this machine"})
             continue
         per_train = np.bincount(arrays.train_y)
-        rows.append({"dataset": name, "classes": arrays.num_classes,
-                     "superclasses": len(arrays.coarse_names or []) or "",
-                     "train images": len(arrays.train_y), "test images": len(arrays.test_y),
-                     "train per class": f"{per_train.min()}-{per_train.max()}"
+        rows.append({"Dataset": DATASET_LABELS.get(name, name), "Classes": arrays.num_classes,
+                     "Superclasses": len(arrays.coarse_names or []) or "",
+                     "Train images": len(arrays.train_y), "Test images": len(arrays.test_y),
+                     "Train per class": f"{per_train.min()}-{per_train.max()}"
                      if per_train.min() != per_train.max() else int(per_train[0]),
-                     "image size": "x".join(str(d) for d in arrays.train_x.shape[1:3]),
-                     "note": f"as the `{profile}` profile loads it"})
-    return pd.DataFrame(rows).set_index("dataset")
+                     "Image size": "x".join(str(d) for d in arrays.train_x.shape[1:3]),
+                     "Note": f"{profile} profile"})
+    return Table(pd.DataFrame(rows))

@@ -3,6 +3,9 @@
 Every function builds its figure with `plt.subplots`, closes the pyplot handle and returns
 the `Figure`, so a notebook cell ending with the call shows it exactly once. Style follows
 the seed's figures: baseline blue, +DD orange (Figures 1 and 3), accuracies in %.
+Figures are at most `PAGE_WIDTH` inches wide with 11-point text, so that shown at the
+book's page width (about 700 pixels for 100 dpi) every label stays readable; error bars
+and "mean ± std" appear only when there is more than one class order to average.
 Inputs are what `ddlib.results.load` (a tidy frame) or `ddlib.results.read` (records)
 give, or a results folder / JSON path; the numbers come from `ddlib.analysis`.
 """
@@ -10,7 +13,8 @@ give, or a results folder / JSON path; the numbers come from `ddlib.analysis`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -18,12 +22,15 @@ from matplotlib.figure import Figure
 
 from . import analysis
 from .analysis import METHOD_LABELS, Results
+from .book import DATASET_LABELS
 from .config import METHOD_ORDER
 
 BASELINE, DD = "#1f77b4", "#ff7f0e"  # matplotlib's first two colours, as in the seed
 METHOD_COLORS = {"lwf": "#2ca02c", "icarl": "#1f77b4", "ucir": "#9467bd", "bic": "#d62728"}
 ARMS = ("B", "0", "1", "2", "3", "4")
-_STYLE = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+PAGE_WIDTH = 6.9  # inches: the book's text column at 100 dpi, so figures are not shrunk
+_STYLE = {"font.size": 11, "axes.titlesize": 12, "axes.labelsize": 11, "legend.fontsize": 10,
+          "xtick.labelsize": 10, "ytick.labelsize": 10, "figure.titlesize": 12,
           "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
           "axes.spines.right": False}
 
@@ -56,10 +63,18 @@ def _methods(present: Iterable[str], methods: Iterable[str] | None) -> list[str]
     return [m for m in METHOD_ORDER if m in present] + sorted(present - set(METHOD_ORDER))
 
 
+def _orders(values: Iterable[Any], mean: str = "mean ± std") -> str:
+    """'class order 0', or 'mean ± std over class orders 0, 1, 2'."""
+    orders = sorted({int(o) for o in values})
+    if len(orders) == 1:
+        return f"class order {orders[0]}"
+    return f"{mean} over class orders " + ", ".join(map(str, orders))
+
+
 def _setting(frame: pd.DataFrame) -> str:
-    orders = sorted(int(o) for o in frame["order"].unique())
-    what = f"{len(orders)} orders {orders}" if len(orders) > 1 else f"order {orders[0]}"
-    return f"{frame['dataset'].iloc[0]}, {frame['profile'].iloc[0]} profile, {what}"
+    dataset = frame["dataset"].iloc[0]
+    return (f"{DATASET_LABELS.get(dataset, dataset)}, {frame['profile'].iloc[0]} profile, "
+            f"{_orders(frame['order'])}")
 
 
 # ----------------------------------------------------------------------------- Figures 3-5
@@ -71,42 +86,42 @@ def accuracy_curves(data: pd.DataFrame | Results, *, dataset: str | None = None,
                     increments: Iterable[int] | None = None, similar_k: int = 1,
                     rule: str | None = None) -> Figure:
     """Figures 3-5: top-1 accuracy vs classes learned, baseline (blue) and +DD (orange),
-    mean over orders with +-1 std error bars; rows = increments, columns = methods; the
+    mean over orders (with +-1 std error bars when there are several); one panel per
+    (increment, method), two panels a row, so that the figure reads at page width; the
     legend gives each curve's average incremental accuracy."""
     frame = analysis.select(analysis.as_frame(data), dataset=dataset, profile=profile)
     summary = analysis.accuracy_summary(frame, similar_k=similar_k, rule=rule)
     cols = _methods(summary["method"], methods)
     rows = list(increments) if increments is not None else sorted(summary["increment"].unique())
-    fig, axes = _figure(len(rows), len(cols),
-                        size=(max(2.9 * len(cols) + 0.4, 4.2), 2.4 * len(rows) + 0.6))
-    for i, inc in enumerate(rows):
-        for j, method in enumerate(cols):
-            ax = axes[i, j]
-            part = summary[(summary["increment"] == inc) & (summary["method"] == method)]
-            if part.empty:
-                ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
-            for dd, color, marker in ((False, BASELINE, "o"), (True, DD, "s")):
-                curve = part[part["dd"] == dd].sort_values("classes_seen")
-                if curve.empty:
-                    continue
-                name = METHOD_LABELS.get(method, method) + ("+DD" if dd else "")
-                ax.errorbar(curve["classes_seen"], curve["mean"], yerr=curve["std"],
-                            color=color, marker=marker, markersize=3.5, linewidth=1.4,
-                            capsize=2, label=f"{name} ({curve['avg_inc_mean'].iloc[0]:.1f})")
-            if not part.empty:
-                ax.legend(loc="best", frameon=False, title="avg. inc. acc.",
-                          title_fontsize=7)
-                ticks = sorted(part["classes_seen"].unique())
-                if len(ticks) <= 12:
-                    ax.set_xticks(ticks)
-            if i == 0:
-                ax.set_title(METHOD_LABELS.get(method, method))
-            if i == len(rows) - 1:
-                ax.set_xlabel("Number of classes")
-            if j == 0:
-                ax.set_ylabel(f"{inc} classes / round\nAccuracy (%)")
-    sep = "\n" if len(cols) < 3 else " "
-    fig.suptitle(f"Top-1 accuracy over rounds{sep}({_setting(frame)}; mean ± std)", fontsize=10)
+    panels = [(inc, method) for inc in rows for method in cols]
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = _figure(nrows, ncols, size=(PAGE_WIDTH, 2.9 * nrows + 0.5))
+    several = frame["order"].nunique() > 1
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax, (inc, method) in zip(axes.flat, panels):
+        part = summary[(summary["increment"] == inc) & (summary["method"] == method)]
+        if part.empty:
+            ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+        for dd, color, marker in ((False, BASELINE, "o"), (True, DD, "s")):
+            curve = part[part["dd"] == dd].sort_values("classes_seen")
+            if curve.empty:
+                continue
+            name = METHOD_LABELS.get(method, method) + ("+DD" if dd else "")
+            ax.errorbar(curve["classes_seen"], curve["mean"],
+                        yerr=curve["std"] if several else None, color=color, marker=marker,
+                        markersize=5, linewidth=1.8, capsize=3,
+                        label=f"{name}: {curve['avg_inc_mean'].iloc[0]:.1f}")
+        if not part.empty:
+            ax.legend(loc="best", frameon=False, title="avg. inc. acc. (%)")
+            ticks = sorted(part["classes_seen"].unique())
+            ax.set_xticks(ticks if len(ticks) <= 8 else ticks[::-(-len(ticks) // 8)])
+        label = METHOD_LABELS.get(method, method)
+        ax.set_title(f"{label}, {inc} classes / round" if len(rows) > 1 else label)
+        ax.set_xlabel("Number of classes")
+        ax.set_ylabel("Accuracy (%)")
+    fig.suptitle(f"Top-1 accuracy over rounds\n{_setting(frame)}")
     return fig
 
 
@@ -119,28 +134,29 @@ def ablation(data: pd.DataFrame | Results, *, dataset: str | None = None,
              methods: Iterable[str] | None = None, rule: str | None = None) -> Figure:
     """Figure 7: accuracy vs number of similar old classes per new class (B = baseline, 0 =
     expert on new classes only); left final round, right average over rounds; one line per
-    method, mean over orders with +-1 std error bars."""
+    method, mean over orders (with +-1 std error bars when there are several)."""
     frame = analysis.select(analysis.as_frame(data), dataset=dataset, profile=profile,
                             increment=increment)
     summary = analysis.ablation_summary(frame, rule=rule)
-    fig, axes = _figure(1, 2, size=(8.0, 3.2))
+    several = frame["order"].nunique() > 1
+    fig, axes = _figure(1, 2, size=(PAGE_WIDTH, 3.8))
     for ax, key, title in ((axes[0, 0], "final", "Final round"),
                            (axes[0, 1], "avg", "Average over all rounds")):
         for method in _methods(summary["method"], methods):
             line = summary[summary["method"] == method].dropna(subset=["arm"])
             x = [ARMS.index(a) for a in line["arm"]]
-            ax.errorbar(x, line[f"{key}_mean"], yerr=line[f"{key}_std"], marker="o",
-                        markersize=4, capsize=2, color=METHOD_COLORS.get(method),
+            ax.errorbar(x, line[f"{key}_mean"], yerr=line[f"{key}_std"] if several else None,
+                        marker="o", markersize=5, capsize=3, color=METHOD_COLORS.get(method),
                         label=METHOD_LABELS.get(method, method))
         ax.set_xticks(range(len(ARMS)), ARMS)
         ax.set_xlim(-0.4, len(ARMS) - 0.6)
-        ax.set_xlabel("Similar old classes per new class (B = baseline)")
+        ax.set_xlabel("Similar old classes per new class")
         ax.set_ylabel("Accuracy (%)")
         ax.set_title(title)
     axes[0, 1].legend(frameon=False)
     inc = frame["increment"].iloc[0]
-    fig.suptitle(f"Ablation over similar classes ({_setting(frame)}, {inc} classes / round)",
-                 fontsize=10)
+    fig.suptitle(f"Ablation over similar classes (B: the baseline, no expert)\n"
+                 f"{_setting(frame)}, {inc} classes / round")
     return fig
 
 
@@ -153,7 +169,7 @@ def class_accuracy(results: Results, class_name: str, *, rule: str | None = None
     vs +DD (orange); dotted lines mark the rounds where its superclass siblings arrive."""
     records = analysis.as_results(results)
     track = analysis.class_accuracy(records, class_name, rule=rule)
-    fig, axes = _figure(1, 1, size=(5.0, 3.2))
+    fig, axes = _figure(1, 1, size=(PAGE_WIDTH, 4.0))
     ax = axes[0, 0]
     multi = track["order"].nunique() > 1
     for (run, order), line in track.groupby(["run", "order"], sort=False):
@@ -169,7 +185,7 @@ def class_accuracy(results: Results, class_name: str, *, rule: str | None = None
             ax.axvline(rnd, color="grey", linestyle=":", linewidth=1)
             ax.annotate("+ " + ", ".join(group["class"]), (rnd, 1.0),
                         xycoords=("data", "axes fraction"), rotation=90, ha="right",
-                        va="top", fontsize=7, color="dimgrey")
+                        va="top", fontsize=10, color="dimgrey")
     rounds = sorted(track["round"].unique())
     ax.set_xticks(rounds)
     ax.set_ylim(-3, 103)
@@ -177,7 +193,8 @@ def class_accuracy(results: Results, class_name: str, *, rule: str | None = None
     ax.set_ylabel(f"Accuracy on '{class_name}' (%)")
     ax.legend(frameon=False, loc="best")
     cfg = records[0]["config"]
-    ax.set_title(f"'{class_name}' over rounds ({cfg['dataset']}, order {cfg['order']}, "
+    dataset = DATASET_LABELS.get(cfg["dataset"], cfg["dataset"])
+    ax.set_title(f"'{class_name}' over the rounds ({dataset}, {_orders(track['order'])}, "
                  f"{cfg['increment']} classes / round)")
     return fig
 
@@ -202,7 +219,7 @@ def gradcam_grid(series: Any, dd: Results | None = None, *, num_images: int = 1,
                                      test_indices=test_indices, device=device, layer=layer)
     n_img, n_runs, n_rounds = len(series.labels), len(series.runs), len(series.rounds)
     fig, axes = _figure(n_img * n_runs, n_rounds,
-                        size=(1.25 * n_rounds + 1.0, 1.55 * n_img * n_runs + 0.5))
+                        size=(min(PAGE_WIDTH, 1.3 * n_rounds + 1.4), 1.6 * n_img * n_runs + 0.6))
     correct = series.correct
     for i in range(n_img):
         for r in range(n_runs):
@@ -219,12 +236,12 @@ def gradcam_grid(series: Any, dd: Results | None = None, *, num_images: int = 1,
                 ok = bool(correct[r, k, i])
                 mark = "✓" if ok else "✗ " + series.predicted_names[r][k][i]
                 ax.set_xlabel(mark, color="tab:green" if ok else "tab:red",
-                              fontsize=9 if ok else 7, labelpad=2)
+                              fontsize=11 if ok else 9, labelpad=2)
                 if row == 0:
-                    ax.set_title(f"round {series.rounds[k]}", fontsize=8)
+                    ax.set_title(f"round {series.rounds[k]}", fontsize=10)
             axes[row, 0].set_ylabel(f"{series.runs[r]}\n'{series.class_names[i]}'",
-                                    fontsize=8)
-    fig.suptitle("Grad-CAM of the true class over rounds", fontsize=10)
+                                    fontsize=10)
+    fig.suptitle("Grad-CAM of the true class over rounds")
     return fig
 
 
@@ -243,7 +260,7 @@ def confusion_heatmap(result: Results, round_idx: int | None = None, *,
     rule = rule or record["inference"]
     matrix = analysis.confusion_by_superclass(record, round_idx, rule=rule, normalize=normalize)
     n = len(matrix)
-    fig, axes = _figure(1, 1, size=(5.6, 4.8))
+    fig, axes = _figure(1, 1, size=(PAGE_WIDTH, 6.2))
     ax = axes[0, 0]
     ax.grid(False)
     image = ax.imshow(matrix.to_numpy(), cmap="viridis", interpolation="nearest",
@@ -256,12 +273,12 @@ def confusion_heatmap(result: Results, round_idx: int | None = None, *,
                                    linewidth=1.0))
     groups = matrix.attrs["superclasses"]
     if n <= 40:
-        ax.set_xticks(range(n), matrix.columns, rotation=90, fontsize=6)
-        ax.set_yticks(range(n), matrix.index, fontsize=6)
+        ax.set_xticks(range(n), matrix.columns, rotation=90, fontsize=8)
+        ax.set_yticks(range(n), matrix.index, fontsize=8)
     elif groups:
         centres = [(a + b) / 2 for _, a, b in groups]
-        ax.set_xticks(centres, [g for g, _, _ in groups], rotation=90, fontsize=6)
-        ax.set_yticks(centres, [g for g, _, _ in groups], fontsize=6)
+        ax.set_xticks(centres, [g for g, _, _ in groups], rotation=90, fontsize=8)
+        ax.set_yticks(centres, [g for g, _, _ in groups], fontsize=8)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
     ax.set_title(f"{analysis.display_name(record)}, round {matrix.attrs['round']} "
@@ -279,7 +296,7 @@ def pair_superclass_share(results: Results) -> Figure:
     share = analysis.pair_superclass_share(results)
     if share.empty:
         raise ValueError("no similar-class pairs in these results (+DD runs with similar_k >= 1)")
-    fig, axes = _figure(1, 1, size=(5.0, 3.2))
+    fig, axes = _figure(1, 1, size=(PAGE_WIDTH, 3.8))
     ax = axes[0, 0]
     mean = share.groupby(["run", "round"], sort=False)[["share", "chance"]].mean().reset_index()
     for i, (run, line) in enumerate(mean.groupby("run", sort=False)):
@@ -293,7 +310,6 @@ def pair_superclass_share(results: Results) -> Figure:
     ax.set_ylim(-3, 103)
     ax.set_xlabel("Round")
     ax.set_ylabel("Pairs within one superclass (%)")
-    orders = sorted(int(o) for o in share["order"].unique())
-    ax.set_title(f"Similar-class pairs in one superclass (mean over orders {orders})")
+    ax.set_title(f"Similar-class pairs in one superclass ({_orders(share['order'], 'mean')})")
     ax.legend(frameon=False)
     return fig
