@@ -11,8 +11,9 @@ whatever the profile), with the book's grid of the profile (`ddlib.grid.GRID`). 
 - runs in its own papermill process with an explicit working directory (the source
   notebook's folder, as nbval and Jupyter Book use) and kernel `python3`, its log in
   `<log_dir>/<output stem>.log`;
-- runs side by side with the others: one per GPU (CUDA_VISIBLE_DEVICES) when several are
-  visible, else `workers` at once on the CPU with the cores split into torch `threads`
+- runs side by side with the others: `jobs_per_gpu` per visible GPU (CUDA_VISIBLE_DEVICES)
+  when there are GPUs, else `workers` at once on the CPU with the cores split into torch
+  `threads`
   (the notebook parameter of that name). On 2 shared cores 2 jobs x 1 thread beat
   1 job x 2 threads by far (README, "Sweeps"), hence one thread per job by default.
 
@@ -38,6 +39,10 @@ from .config import DATASETS, DEVICES, IMAGENET_DATASETS, METHOD_ORDER, PROFILES
 from .utils import display_path, project_root
 
 RUNTIME_PARAMETERS = frozenset({"threads"})  # differ between sweeps, never change results
+# Runs packed on one GPU at once: a ResNet-32 run alone leaves an H100/H200 mostly idle
+# (launch-bound). 1 until measured: benchmarks/gpu-check.sh times 1/2/4/8 packed runs; no
+# GPU has been available to measure it yet.
+JOBS_PER_GPU = 1
 # A job's torch threads on the CPU: RunConfig's default, which the notebooks share.
 CPU_THREADS: int = RunConfig.threads
 
@@ -193,8 +198,20 @@ def visible_gpus() -> list[str]:
     return (listed or [str(i) for i in range(count)])[:count]
 
 
+def gpu_slots(gpus: Sequence[str], jobs_per_gpu: int = JOBS_PER_GPU,
+              workers: int | None = None) -> list[str]:
+    """One entry per job that may run at once: each GPU `jobs_per_gpu` times, interleaved
+    (0, 1, 0, 1) so that fewer jobs than slots still spread over the GPUs; at most
+    `workers` entries when given."""
+    if jobs_per_gpu < 1:
+        raise ValueError(f"jobs_per_gpu={jobs_per_gpu} must be >= 1")
+    slots = [gpu for _ in range(jobs_per_gpu) for gpu in gpus]
+    return slots[:workers] if workers else slots
+
+
 def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, threads: int | None = None,
-             gpus: Sequence[str] | None = None, force: bool = False,
+             gpus: Sequence[str] | None = None, jobs_per_gpu: int = JOBS_PER_GPU,
+             force: bool = False,
              log_dir: str | Path = "_build/logs", clean_output: bool = True,
              say: Callable[[str], None] = print) -> list[Outcome]:
     """Execute `jobs` (skipping current ones unless `force`), side by side; never raises
@@ -203,10 +220,8 @@ def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, threads: int | 
     check_parameters(jobs)
     gpus = visible_gpus() if gpus is None else list(gpus)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if gpus:
-        slots = gpus[:workers] if workers else gpus
-    else:
-        slots = [None] * max(1, min(workers or cores or 1, len(jobs) or 1))
+    slots = (gpu_slots(gpus, jobs_per_gpu, workers)
+             or [None] * max(1, min(workers or cores or 1, len(jobs) or 1)))
     # One thread per job on the CPU: faster on shared cores, and CPU results depend on the
     # thread count, so one fixed default (RunConfig's, the notebooks' too) keeps them equal.
     threads = threads or (max(1, (cores or 1) // len(slots)) if gpus else CPU_THREADS)
@@ -215,7 +230,8 @@ def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, threads: int | 
         free.put(slot)
     log_dir = (project_root() or Path.cwd()) / log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
-    where = f"GPUs {', '.join(slots)}" if gpus else f"CPU, {len(slots)} at once"
+    where = (f"GPUs {', '.join(dict.fromkeys(slots))}, up to {jobs_per_gpu} job(s) each"
+             if gpus else f"CPU, {len(slots)} at once")
     say(f"sweep: {len(jobs)} job(s) on {where}, {threads} torch thread(s) each")
 
     def one(job: Job) -> Outcome:
@@ -342,7 +358,9 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--log-dir", default="_build/logs",
                         help="one log per job (default: _build/logs)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="jobs at once (default: one per GPU, else one per core)")
+                        help="jobs at once (default: --jobs-per-gpu per GPU, else one per core)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=JOBS_PER_GPU,
+                        help=f"runs packed on each GPU at once (default {JOBS_PER_GPU})")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per job (default: 1 on the CPU, as RunConfig and "
                              "the notebooks; with GPUs, the cores shared out among the jobs)")
@@ -368,6 +386,7 @@ def main(args: dict[str, Any]) -> int:
             similar_k=args["similar_k"], epochs=args["epochs"], device=args["device"],
             data_dir=args["data_dir"])
     outcomes = run_jobs(jobs, workers=args["workers"], threads=args["threads"],
+                        jobs_per_gpu=args["jobs_per_gpu"],
                         force=args["force"] or bool(args["in_place"]), log_dir=args["log_dir"])
     return report(outcomes)
 

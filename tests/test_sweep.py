@@ -171,3 +171,40 @@ def test_the_sweep_and_its_grid_do_not_import_the_book():
         tree = ast.parse(Path(module.__file__).read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert "book" not in imported and imported & {"grid", "config"}, module.__name__
+
+
+# ------------------------------------------------------------------------- GPU packing
+
+def test_gpu_slots_pack_each_gpu_interleaved():
+    assert sweep.gpu_slots(["0", "1"], 2) == ["0", "1", "0", "1"]
+    assert sweep.gpu_slots(["0", "1"], 3, workers=3) == ["0", "1", "0"]
+    assert sweep.gpu_slots([], 4) == []  # no GPU: the CPU slots apply
+    with pytest.raises(ValueError, match="jobs_per_gpu=0 must be >= 1"):
+        sweep.gpu_slots(["0"], 0)
+
+
+def test_jobs_per_gpu_runs_that_many_at_once_on_one_gpu(tmp_path):
+    """Three jobs on (fake) GPU 7 with --jobs-per-gpu 3: each waits until all three have
+    started, so they pass only when packed side by side, all given CUDA_VISIBLE_DEVICES=7."""
+    nb = new_notebook(cells=[
+        new_code_cell("x = 0\nfolder = ''\nn = 1", metadata={"tags": ["parameters"]}),
+        new_code_cell(
+            "import os, pathlib, time\n"
+            "d = pathlib.Path(folder)\n"
+            "(d / str(x)).write_text(os.environ.get('CUDA_VISIBLE_DEVICES', ''))\n"
+            "deadline = time.time() + 300\n"
+            "while len(list(d.iterdir())) < n and time.time() < deadline:\n"
+            "    time.sleep(0.2)\n"
+            "assert len(list(d.iterdir())) == n, 'the jobs did not run at once'")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, tmp_path / "wait.ipynb")
+    (tmp_path / "started").mkdir()
+    jobs = [sweep.Job(tmp_path / "wait.ipynb", tmp_path / "out" / f"j{x}.ipynb",
+                      {"x": x, "folder": str(tmp_path / "started"), "n": 3}) for x in range(3)]
+    lines: list[str] = []
+    outcomes = sweep.run_jobs(jobs, gpus=["7"], jobs_per_gpu=3, log_dir=tmp_path / "logs",
+                              say=lines.append)
+    assert [o.status for o in outcomes] == ["done"] * 3, [o.tail for o in outcomes]
+    assert "GPUs 7, up to 3 job(s) each" in lines[0]
+    assert {p.read_text() for p in (tmp_path / "started").iterdir()} == {"7"}
