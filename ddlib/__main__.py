@@ -18,6 +18,7 @@ from dataclasses import Field, fields
 
 from . import book_cache, config
 from .config import DATASETS, DEVICES, METHOD_ORDER, PROFILES, RunConfig
+from .bench import add_arguments as add_bench_flags
 from .sweep import add_arguments as add_sweep_flags
 
 
@@ -142,12 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(run_parser)
     add_sweep_flags(sub.add_parser("sweep", help="run the experiment notebooks through "
                                    "papermill for a grid of parameters (resumable)"))
-    bench_parser = sub.add_parser("bench", help="images/s of a ResNet-32 training step")
-    bench_parser.add_argument("--steps", type=lambda t: _int(t, 1, 10**6), default=10,
-                              help="timed training steps per pipeline (default: 10)")
-    bench_parser.add_argument("--threads", type=lambda t: _int(t, 0, 1024), default=0,
-                              help="torch threads; 0 = torch's default, all cores: a "
-                                   "measurement of the machine, not a stored run (default: 0)")
+    add_bench_flags(sub.add_parser("bench", help="training speed: step rates, a run end to "
+                                   "end against a toolbox loop, the GPU check"))
     book_cache.add_arguments(sub.add_parser("book-cache", help="drop Jupyter Book's execution "
                                             "cache when results, ddlib or the profile changed"))
     return parser
@@ -171,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from .bench import main as bench
 
-            bench(steps=args["steps"], threads=args["threads"])
+            return bench(args)
     except (ValueError, OSError, FloatingPointError, MemoryError) as err:
         # bad input, missing/unwritable file or full disk (messages name the path), NaN loss
         print(f"error: {f'out of memory ({err})' if isinstance(err, MemoryError) else err}",

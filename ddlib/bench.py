@@ -1,122 +1,201 @@
-"""`python -m ddlib bench`: images/s of one full ResNet-32 training step (batch 128, 32x32).
+"""`python -m ddlib bench`: how fast training goes, and why. A benchmark, not a test: numbers
+depend on the machine and its load.
 
-(a) ours: uint8 images on the device, batched crop/flip/normalise, channels-last model;
-(b) the limit: the same model fed ready-made tensors (data cost zero);
-(c) the common toolbox way: torchvision DataLoader + per-image PIL transforms, model in the
-    default memory format.
-A benchmark, not a test: numbers depend on the machine and its load.
+1. Step rate: images/s of one full-width ResNet-32 training step (batch 128, 32x32):
+   (a) ours: uint8 images on the device, batched crop/flip/normalise, channels-last model,
+       in fp32 and in bf16 autocast (and compiled, with `--compile`);
+   (b) the limit: the same model fed ready-made tensors (data cost zero);
+   (c) the common toolbox way: DataLoader + per-image PIL transforms (`--workers` worker
+       processes), model in the default memory format, fp32 and bf16.
+2. End to end (`--e2e`): one iCaRL+DD run of the `cpu` profile through our engine against
+   the same run through `reference_loop` (the toolbox loop), and where the saved seconds go.
+3. `--gpu-check` (benchmarks/gpu-check.sh): (1) on CUDA, 2 rounds of a `paper`-profile
+   iCaRL+DD on CIFAR-100-shaped synthetic data with the projected 10-round time, and 1/2/4/8
+   runs packed on one GPU; one JSON and a short table.
+
+Needs only torch, torchvision, numpy (and PIL, which torchvision brings): no papermill.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
-from typing import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import engine
 from .augment import Augment
 from .data import CIFAR_MEAN, CIFAR_STD
 from .models import LinearHead, Net, ResNet32
 
 BATCH = 128
+TINY = dict(batch=16, size=16, width=0.25)  # dry runs: the plumbing, in seconds
+FULL = dict(batch=BATCH, size=32, width=1.0)
+PACKED = (1, 2, 4, 8)  # runs per GPU measured by the GPU check
 
 
-def _model(channels_last: bool) -> tuple[nn.Module, torch.optim.Optimizer]:
+# ---------------------------------------------------------------------------- step rate
+
+def _model(channels_last: bool, device: torch.device,
+           width: float = 1.0) -> tuple[nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
-    net = Net(ResNet32(), LinearHead(64, 100))
+    backbone = ResNet32(width=width)
+    net = Net(backbone, LinearHead(backbone.out_dim, 100)).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     return net.train(), torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9,
                                         weight_decay=5e-4)
 
 
-def _step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> None:
-    loss = F.cross_entropy(net(x)[1], y)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+def _stepper(net: nn.Module, opt: torch.optim.Optimizer, device: torch.device, precision: str,
+             compiled: bool) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One SGD step on (x, y), in `precision`, the loss through engine.compiled if asked."""
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(net(x)[1].float(), y)
+
+    loss_fn = engine.compiled(loss_of, device) if compiled else loss_of
+    cast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with cast:
+            loss = loss_fn(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
-def _rate(step: Callable[[], None], steps: int, warmup: int = 3) -> float:
+def _rate(step: Callable[[], None], steps: int, device: torch.device, *, warmup: int = 3,
+          max_seconds: float = 20.0, batch: int = BATCH) -> float:
+    """Images/s over `steps` steps after `warmup`; stops early (at least 2 steps) once
+    `max_seconds` have passed (bf16 on a CPU without AMX is ~10x slower than fp32)."""
     for _ in range(warmup):
         step()
-    start = time.perf_counter()
-    for _ in range(steps):
+    _sync(device)
+    start, done = time.perf_counter(), 0
+    while done < steps and (done < 2 or time.perf_counter() - start < max_seconds):
         step()
-    return steps * BATCH / (time.perf_counter() - start)
+        done += 1
+    _sync(device)
+    return done * batch / (time.perf_counter() - start)
 
 
-def main(*, steps: int = 10, repeats: int = 3, threads: int = 0) -> dict[str, float]:
-    if threads:
-        torch.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (20 * BATCH, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 100, len(images))
-    gen = torch.Generator().manual_seed(0)
-    aug = Augment(CIFAR_MEAN, CIFAR_STD, pad=4, device=torch.device("cpu"))
-    x_u8 = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-    y_all = torch.from_numpy(labels)
-    cursor = iter(range(10**9))
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    def batch_ids() -> torch.Tensor:
-        start = (next(cursor) * BATCH) % (len(images) - BATCH)
-        return torch.arange(start, start + BATCH)
 
-    net_a, opt_a = _model(channels_last=True)
+class _Source:
+    """Random uint8 CIFAR-sized images on `device`, served as ours and as the toolbox's."""
 
-    def ours() -> None:
-        idx = batch_ids()
-        x = aug.train(x_u8[idx], gen).contiguous(memory_format=torch.channels_last)
-        _step(net_a, opt_a, x, y_all[idx])
+    def __init__(self, device: torch.device, batch: int = BATCH, size: int = 32) -> None:
+        rng = np.random.default_rng(0)
+        n = 100 * batch
+        self.batch = batch
+        self.images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        self.labels = rng.integers(0, 100, n)
+        self.device = device
+        self.x = torch.from_numpy(self.images).permute(0, 3, 1, 2).contiguous().to(device)
+        self.y = torch.from_numpy(self.labels).to(device)
+        self.aug = Augment(CIFAR_MEAN, CIFAR_STD, pad=4, device=device)
+        self.gen = torch.Generator(device=device).manual_seed(0)
+        self.cursor = 0
 
-    fixed = aug.train(x_u8[:BATCH], gen).contiguous(memory_format=torch.channels_last)
-    net_b, opt_b = _model(channels_last=True)
+    def ours(self) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.cursor * self.batch % (len(self.images) - self.batch)
+        self.cursor += 1
+        idx = slice(start, start + self.batch)
+        x = self.aug.train(self.x[idx], self.gen).contiguous(memory_format=torch.channels_last)
+        return x, self.y[idx]
 
-    def premade() -> None:
-        _step(net_b, opt_b, fixed, y_all[:BATCH])
+    def toolbox(self, workers: int) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        loader = _pil_loader(self.images, self.labels, pad=4, mean=CIFAR_MEAN, std=CIFAR_STD,
+                             batch_size=self.batch, workers=workers, train=True,
+                             pin=self.device.type == "cuda")
+        batches: Iterator = iter(())
 
-    reference, net_c, opt_c = _reference_loader(images, labels), *_model(channels_last=False)
-    batches = iter(())
+        def next_batch() -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal batches
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                x, y = next(batches)
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def toolbox() -> None:
-        nonlocal batches
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(reference)
-            x, y = next(batches)
-        _step(net_c, opt_c, x, y)
+        return next_batch
 
-    aug_only = _rate(lambda: aug.train(x_u8[batch_ids()], gen), steps)
-    variants = {"ours": ours, "premade": premade, "toolbox": toolbox}
+
+def step_rates(*, device: str = "cpu", precisions: tuple[str, ...] = ("fp32", "bf16"),
+               compile_modes: tuple[bool, ...] = (False,), workers: int = 0, steps: int = 10,
+               repeats: int = 3, max_seconds: float = 20.0, warmup: int = 3, tiny: bool = False,
+               say: Callable[[str], None] = print) -> dict[str, float]:
+    """Images/s of each variant, best of `repeats` (interleaved: other load hits all alike).
+    Keys: "ours fp32", "ours bf16 compiled", "premade fp32", "toolbox bf16", ...
+    `tiny`: a quarter-width net on small batches of 16x16 images (dry runs)."""
+    dev = torch.device(device)
+    shape = TINY if tiny else FULL
+    src = _Source(dev, shape["batch"], shape["size"])
+    width = shape["width"]
+    variants: dict[str, Callable[[], None]] = {}
+    for precision in precisions:
+        for compiled in compile_modes:
+            step = _stepper(*_model(True, dev, width), dev, precision, compiled)
+            variants[f"ours {precision}" + (" compiled" if compiled else "")] = (
+                lambda step=step: step(*src.ours()))
+    fixed = src.ours()
+    premade = _stepper(*_model(True, dev, width), dev, "fp32", False)
+    variants["premade fp32"] = lambda: premade(*fixed)
+    for precision in precisions:
+        toolbox = _stepper(*_model(False, dev, width), dev, precision, False)
+        batch = src.toolbox(workers)
+        variants[f"toolbox {precision}"] = lambda toolbox=toolbox, batch=batch: toolbox(*batch())
     rates = {name: 0.0 for name in variants}
-    for _ in range(repeats):  # interleaved, best of `repeats`: other load hits all alike
+    for _ in range(repeats):
         for name, step in variants.items():
-            rates[name] = max(rates[name], _rate(step, steps))
-    print(f"ResNet-32, batch {BATCH}, 32x32, {torch.get_num_threads()} threads, "
-          f"best of {repeats} x {steps} steps")
-    print(f"(a) ours (device-side augmentation, channels-last): {rates['ours']:8.1f} img/s")
-    print(f"(b) pre-made tensors (data cost zero):              {rates['premade']:8.1f} img/s")
-    print(f"(c) DataLoader + PIL transforms, NCHW model:        {rates['toolbox']:8.1f} img/s")
-    print(f"(a)/(b) = {rates['ours'] / rates['premade']:.3f}   "
-          f"(a)/(c) = {rates['ours'] / rates['toolbox']:.3f}")
-    print(f"augmentation alone: {aug_only:.0f} img/s "
-          f"({1000 * BATCH / aug_only:.1f} ms of each {1000 * BATCH / rates['ours']:.0f} ms step)")
-    return rates
+            rates[name] = max(rates[name], _rate(step, steps, dev, warmup=warmup,
+                                                 max_seconds=max_seconds, batch=src.batch))
+    aug_only = _rate(lambda: src.ours(), steps, dev, warmup=warmup, max_seconds=max_seconds,
+                     batch=src.batch)
+    batch = src.batch
+    say(f"ResNet-32 (width {width}), batch {batch}, {shape['size']}x{shape['size']}, {dev}, "
+        f"{torch.get_num_threads()} threads, "
+        f"toolbox with {workers} loader workers; best of {repeats} x up to {steps} steps")
+    for name, rate in rates.items():
+        say(f"  {name:<22} {rate:9.1f} img/s   {rate / rates['ours fp32']:5.2f} x ours fp32")
+    say(f"  augmentation alone     {aug_only:9.0f} img/s "
+        f"({1000 * batch / aug_only:.1f} ms of each {1000 * batch / rates['ours fp32']:.0f} ms "
+        "fp32 step)")
+    return {**rates, "augmentation only": aug_only}
 
 
-def _reference_loader(images: np.ndarray, labels: np.ndarray):
-    """torchvision's usual CIFAR pipeline: one PIL image at a time."""
+# -------------------------------------------------------------------- the reference loop
+
+def _pil_loader(images: np.ndarray, labels: np.ndarray, *, pad: int, mean, std,
+                batch_size: int, workers: int, train: bool, pin: bool = False,
+                seed: int = 0):
+    """torchvision's usual pipeline: one PIL image at a time (RandomCrop with padding,
+    RandomHorizontalFlip for training; ToTensor, Normalize), shuffled for training."""
     from PIL import Image
     from torch.utils.data import DataLoader, Dataset
     from torchvision import transforms
 
-    tf = transforms.Compose([transforms.RandomCrop(32, padding=4),
-                             transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-                             transforms.Normalize(CIFAR_MEAN, CIFAR_STD)])
+    size = images.shape[1]
+    steps = [transforms.RandomCrop(size, padding=pad), transforms.RandomHorizontalFlip()]
+    tf = transforms.Compose((steps if train else [])
+                            + [transforms.ToTensor(), transforms.Normalize(mean, std)])
 
     class Arrays(Dataset):
         def __len__(self) -> int:
@@ -125,4 +204,405 @@ def _reference_loader(images: np.ndarray, labels: np.ndarray):
         def __getitem__(self, i: int):
             return tf(Image.fromarray(images[i])), int(labels[i])
 
-    return DataLoader(Arrays(), batch_size=BATCH, shuffle=True, num_workers=0, drop_last=True)
+    return DataLoader(Arrays(), batch_size=batch_size, shuffle=train, num_workers=workers,
+                      pin_memory=pin, generator=torch.Generator().manual_seed(seed),
+                      persistent_workers=False)
+
+
+@contextlib.contextmanager
+def reference_loop(*, workers: int = 0) -> Iterator[dict[str, float]]:
+    """Within the block, `engine.train` is the loop common toolboxes run: a DataLoader of
+    per-image PIL transforms from host arrays, a `loss.item()` per step for the running
+    loss (a host sync each step), and after every epoch a logging pass over that epoch's
+    training images (eval mode, test transform, the full loss with its teachers), as
+    FACIL's `eval_on_train` does. Teachers: iCaRL+DD has one per loss (old model -> Lo,
+    expert -> Ln), so the reference makes the same teacher passes as ours. Yields seconds
+    spent waiting for batches ("load") and in logging passes ("logging")."""
+    spent = {"load": 0.0, "logging": 0.0}
+    own_train, host = engine.train, {}
+
+    def train(model, data, indices, loss_fn, schedule, *, generator, params=None,
+              desc="train", show_progress=True):
+        if id(data) not in host:  # the toolbox keeps its dataset as host arrays
+            host[id(data)] = (data.train_x.permute(0, 2, 3, 1).cpu().numpy(),
+                              data.train_y.cpu().numpy(),
+                              (data.augment.mean.flatten() / 255).tolist(),
+                              (data.augment.std.flatten() / 255).tolist())
+        images, labels, mean, std = host[id(data)]
+        device = data.device
+        params = [p for p in (model.parameters() if params is None else params)
+                  if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum,
+                              weight_decay=schedule.weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(schedule.milestones), gamma=0.1)
+        history = []
+        for epoch in range(schedule.epochs):
+            chosen = np.asarray(indices(epoch) if callable(indices) else indices)
+            common = dict(pad=data.augment.pad, mean=mean, std=std, workers=workers,
+                          batch_size=schedule.batch_size, pin=device.type == "cuda", seed=epoch)
+            model.train()
+            sums: dict[str, float] = {}
+            steps = 0
+            batches = iter(_pil_loader(images[chosen], labels[chosen], train=True, **common))
+            while True:
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                spent["load"] += time.perf_counter() - t0
+                if batch is None:
+                    break
+                x, y = (t.to(device, non_blocking=True) for t in batch)
+                with data.autocast():
+                    loss, parts = loss_fn(x, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for key, value in {"loss": loss, **parts}.items():
+                    sums[key] = sums.get(key, 0.0) + value.item()
+                steps += 1
+            sched.step()
+            history.append({k: v / max(steps, 1) for k, v in sums.items()})
+            t0 = time.perf_counter()
+            model.eval()
+            with torch.no_grad():
+                for x, y in _pil_loader(images[chosen], labels[chosen], train=False, **common):
+                    with data.autocast():
+                        loss_fn(x.to(device), y.to(device))[0].item()
+            spent["logging"] += time.perf_counter() - t0
+        model.eval()
+        return history
+
+    engine.train = train
+    try:
+        yield spent
+    finally:
+        engine.train = own_train
+
+
+# --------------------------------------------------------------------------- end to end
+
+def quick_overrides(epochs: int = 2) -> dict[str, Any]:
+    """A run's schedules shrunk to `epochs` (>= 2) epochs each: the quick mode."""
+    return dict(epochs=epochs, milestones=(epochs,), expert_epochs=epochs,
+                expert_milestones=(epochs,), expert_balanced_epochs=max(1, epochs // 2),
+                expert_balanced_milestones=(), bic_epochs=epochs)
+
+
+def end_to_end(*, profile: str = "cpu", quick: bool = False, workers: int = 0,
+               device: str = "auto", say: Callable[[str], None] = print,
+               **overrides: Any) -> dict[str, Any]:
+    """Seconds of one iCaRL+DD run of `profile` through our engine and through
+    `reference_loop`, fresh, in a temporary results store; where the difference comes from."""
+    from .config import RunConfig
+    from .run import run
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as store:
+        for name in ("ours", "reference"):
+            cfg = RunConfig.resolve(profile, method="icarl", dd=True, device=device,
+                                    results_dir=str(Path(store) / name), progress=False,
+                                    **(quick_overrides() if quick else {}), **overrides)
+            with (reference_loop(workers=workers) if name == "reference"
+                  else contextlib.nullcontext({})) as spent:
+                start = time.perf_counter()
+                result = run(cfg, verbose=False)
+                seconds = time.perf_counter() - start
+            out[name] = {"seconds": round(seconds, 2),
+                         "train_s": round(sum(r["time"].get("classifier", 0)
+                                              + r["time"].get("expert", 0)
+                                              for r in result["rounds"]), 2),
+                         "avg_inc_acc": result["avg_inc_acc"][result["inference"]],
+                         **{f"{k}_s": round(v, 2) for k, v in spent.items()}}
+            out["precision"] = result["config"]["precision"]
+    ours, ref = out["ours"], out["reference"]
+    saved = ref["seconds"] - ours["seconds"]
+    rest = saved - ref["load_s"] - ref["logging_s"]
+    out.update(speedup=round(ref["seconds"] / ours["seconds"], 3), saved_s=round(saved, 2),
+               saved_by={"pil_pipeline_wait": ref["load_s"], "logging_passes": ref["logging_s"],
+                         "steps_and_rest": round(rest, 2)})
+    say(f"iCaRL+DD, {profile} profile{' (quick: 2 epochs per stage)' if quick else ''}, "
+        f"{out['precision']}, {torch.get_num_threads()} threads")
+    say(f"  ours       {ours['seconds']:8.1f} s   avg inc acc {ours['avg_inc_acc']:.2f}")
+    say(f"  reference  {ref['seconds']:8.1f} s   avg inc acc {ref['avg_inc_acc']:.2f}   "
+        f"ours is {out['speedup']:.2f}x faster, {saved:.1f} s saved:")
+    say(f"    {ref['load_s']:8.1f} s the reference waited for PIL batches (ours augments on "
+        "the device inside its step)")
+    say(f"    {ref['logging_s']:8.1f} s in its per-epoch logging passes (ours logs running "
+        "means, synced once per epoch)")
+    say(f"    {rest:8.1f} s the rest: step compute, per-step loss.item() syncs, and our "
+        "augmentation's own cost (negative = ours spent more)")
+    return out
+
+
+# ---------------------------------------------------------------------------- GPU check
+
+def paper_rounds(*, rounds: int = 2, total_rounds: int = 10, device: str = "cuda",
+                 compile: str = "auto", precision: str = "auto", smoke: bool = False,
+                 on_round: Callable[[dict[str, Any]], None] | None = None,
+                 say: Callable[[str], None] = print) -> dict[str, Any]:
+    """`rounds` rounds of a `paper`-profile iCaRL+DD on synthetic data of CIFAR-100's shape
+    (100 classes, 500 train / 100 test per class, 32x32); rounds 3.. train on as many images
+    as round 2 (500 per new class + the fixed memory), so a full run is projected as round
+    1 + (total_rounds - 1) x round 2. `on_round` gets the numbers so far after each round.
+    `smoke`: the smoke profile instead (dry runs)."""
+    from .config import RunConfig
+    from .methods import METHODS
+    from .run import load_scenario
+
+    shape = {} if smoke else dict(dataset="synthetic", synthetic_classes=100,
+                                  synthetic_superclasses=20, train_per_class=500,
+                                  test_per_class=100, image_size=32)
+    cfg = RunConfig.resolve("smoke" if smoke else "paper", method="icarl", dd=True,
+                            device=device, compile=compile, precision=precision,
+                            progress=False, **shape)
+    dev = torch.device(device)
+    scenario = load_scenario(cfg)
+    data = engine.DeviceData.from_arrays(scenario.data, dev, pad=max(1, cfg.image_size // 8),
+                                         channels_last=True, precision=cfg.precision,
+                                         compile=cfg.compile)
+    method = METHODS["icarl"](cfg, scenario, data)
+    times, accs, rates = [], [], []
+    for r in range(1, rounds + 1):
+        trained = cfg.epochs * (len(scenario.train_indices(scenario.new_classes(r)))
+                                + len(method.memory.indices()))
+        _sync(dev)
+        start = time.perf_counter()
+        record = method.fit_round(r)
+        _sync(dev)
+        times.append(round(time.perf_counter() - start, 2))
+        accs.append(record["acc_nme"])
+        rates.append(round(trained / record["time"]["classifier"], 1))
+        say(f"  round {r}: {times[-1]:.1f} s ({record['time']}), NME accuracy "
+            f"{record['acc_nme']:.1f}")
+        if on_round is not None:
+            on_round(_rounds_summary(times, accs, rates, data, total_rounds))
+    out = _rounds_summary(times, accs, rates, data, total_rounds)
+    say(f"{cfg.profile}-profile iCaRL+DD on {cfg.synthetic_classes} classes of "
+        f"{cfg.image_size}x{cfg.image_size}, {data.precision}, compiled {data.compile}: "
+        f"projected {total_rounds}-round run {out['projected_full_run_s'] / 60:.1f} min")
+    return out
+
+
+def _rounds_summary(times: list[float], accs: list[float], rates: list[float],
+                    data: engine.DeviceData, total_rounds: int) -> dict[str, Any]:
+    projected = times[0] + (total_rounds - 1) * times[-1] if len(times) > 1 else None
+    return {"round_s": times, "acc_nme": accs, "precision": data.precision,
+            "compiled": data.compile,
+            "projected_full_run_s": None if projected is None else round(projected, 1),
+            "classifier_img_per_s": rates}  # images through the classifier's steps
+
+
+def packed_rates(counts: tuple[int, ...] = PACKED, *, seconds: float = 20.0,
+                 device: str = "cuda", precision: str = "bf16", compile: bool = True,
+                 tiny: bool = False, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Total images/s of n = `counts` processes each training ResNet-32 (our loop) on one
+    device at once: each warms up (and compiles), waits for the others, then steps for
+    `seconds`. The best n is the sweep's --jobs-per-gpu."""
+    out: dict[str, Any] = {}
+    for n in counts:
+        with tempfile.TemporaryDirectory() as barrier:
+            cmd = [sys.executable, "-c",
+                   "import sys, json; from ddlib.bench import _packed_worker; "
+                   "print(json.dumps(_packed_worker(*sys.argv[1:])))",
+                   barrier, str(n), str(seconds), device, precision, str(int(compile)),
+                   str(int(tiny))]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+                [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+            procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env) for _ in range(n)]
+            results = []
+            for p in procs:
+                stdout, stderr = p.communicate()
+                if p.returncode != 0:
+                    raise RuntimeError(f"packed worker failed: {stderr.strip()[-800:]}")
+                results.append(json.loads(stdout.strip().splitlines()[-1]))
+        total = sum(r["img_per_s"] for r in results)
+        out[str(n)] = {"total_img_per_s": round(total, 1),
+                       "per_run_img_per_s": [r["img_per_s"] for r in results]}
+        say(f"  {n} run(s) at once: {total:9.1f} img/s in total")
+    best = max(out, key=lambda k: out[k]["total_img_per_s"])
+    out["best_jobs_per_gpu"] = int(best)
+    return out
+
+
+def _packed_worker(barrier: str, n: str, seconds: str, device: str, precision: str,
+                   compile: str, tiny: str) -> dict[str, float]:
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    shape = TINY if tiny == "1" else FULL
+    src = _Source(dev, shape["batch"], shape["size"])
+    step = _stepper(*_model(True, dev, shape["width"]), dev, precision, compile == "1")
+    for _ in range(3):
+        step(*src.ours())
+    _sync(dev)
+    Path(barrier, str(os.getpid())).touch()
+    while len(os.listdir(barrier)) < int(n):
+        time.sleep(0.05)
+    start, done = time.perf_counter(), 0
+    while time.perf_counter() - start < float(seconds):
+        for _ in range(5):  # a few steps between clock reads; the sync is the only wait
+            step(*src.ours())
+        _sync(dev)
+        done += 5
+    return {"img_per_s": round(done * src.batch / (time.perf_counter() - start), 1)}
+
+
+GPU_PARTS = ("step_rates", "packed", "paper_rounds")
+
+
+def gpu_check(out_dir: str | Path, *, budget_s: float = 450, dry_run: bool = False,
+              parts: tuple[str, ...] = GPU_PARTS,
+              say: Callable[[str], None] = print) -> dict[str, Any]:
+    """The GPU check of benchmarks/gpu-check.sh: step rates on CUDA (ours vs the toolbox
+    loop with workers, fp32 and bf16, compiled and not), 1/2/4/8 packed runs, and 2 rounds
+    of the paper profile with the projected full run. `parts` run in that order while
+    `budget_s` lasts (a part is skipped when under a third of its estimate is left); the
+    JSON is rewritten after each part and each paper round, so a timeout keeps what
+    finished, and a later call with the skipped `parts` adds them to the same JSON.
+    `dry_run`: tiny, on the CPU (tests)."""
+    unknown = sorted(set(parts) - set(GPU_PARTS))
+    if unknown:
+        raise ValueError(f"--parts {unknown} unknown; choose from {list(GPU_PARTS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "gpu-check.json"
+    start = time.perf_counter()
+    cuda = torch.cuda.is_available() and not dry_run
+    device = "cuda" if cuda else "cpu"
+    report: dict[str, Any] = {"parts": {}, "errors": {}}
+    if path.is_file():  # a retry adds to the first call's numbers
+        report.update(json.loads(path.read_text()))
+    report.update(device=torch.cuda.get_device_name(0) if cuda else "cpu (dry run)",
+                  torch=torch.__version__, dry_run=dry_run)
+    if cuda:
+        report["bf16_supported"] = torch.cuda.is_bf16_supported()
+
+    def save() -> None:
+        report["seconds"] = round(time.perf_counter() - start, 1)
+        path.write_text(json.dumps(report, indent=1))
+
+    def partial_rounds(values: dict[str, Any]) -> None:
+        report["parts"]["paper_rounds"] = values
+        save()
+
+    runs: dict[str, tuple[float, Callable[[], Any]]] = {
+        "step_rates": (150, lambda: step_rates(
+            device=device, compile_modes=(False,) if dry_run else (False, True),
+            precisions=("fp32",) if dry_run else ("fp32", "bf16"), tiny=dry_run,
+            workers=0 if dry_run else 8, steps=2 if dry_run else 50, repeats=1,
+            max_seconds=1 if dry_run else 10, say=say)),
+        "packed": (120, lambda: packed_rates((1, 2) if dry_run else PACKED,
+                                             seconds=1 if dry_run else 10, device=device,
+                                             compile=not dry_run, tiny=dry_run, say=say)),
+        "paper_rounds": (300, lambda: paper_rounds(device=device, smoke=dry_run,
+                                                   compile="off" if dry_run else "auto",
+                                                   on_round=partial_rounds, say=say)),
+    }
+    for name in (p for p in GPU_PARTS if p in parts):
+        estimate, part = runs[name]
+        report["errors"].pop(name, None)
+        left = budget_s - (time.perf_counter() - start)
+        if left < (0 if dry_run else estimate / 3):
+            report["errors"][name] = f"skipped: {left:.0f} s of the budget left"
+            continue
+        say(f"== {name} ({left:.0f} s of the budget left)")
+        try:
+            report["parts"][name] = part()
+        except Exception as err:  # noqa: BLE001 - one failed part must not lose the others
+            report["errors"][name] = f"{type(err).__name__}: {err}"
+            say(f"   {name} failed: {report['errors'][name]}")
+        save()
+    table = _table(report)
+    (out_dir / "gpu-check.txt").write_text(table)
+    say(table)
+    return report
+
+
+def _table(report: dict[str, Any]) -> str:
+    lines = [f"GPU check on {report['device']} (torch {report['torch']}), "
+             f"{report.get('seconds', 0):.0f} s"]
+    rates = report["parts"].get("step_rates", {})
+    for name, rate in rates.items():
+        lines.append(f"  {name:<24} {rate:10.1f} img/s")
+    if "toolbox fp32" in rates and rates:
+        best = max(v for k, v in rates.items() if k.startswith("ours"))
+        lines.append(f"  best of ours / toolbox fp32 = {best / rates['toolbox fp32']:.2f}x")
+    rounds = report["parts"].get("paper_rounds")
+    if rounds and rounds["projected_full_run_s"] is not None:
+        lines.append(f"  paper iCaRL+DD rounds {rounds['round_s']} s -> projected full run "
+                     f"{rounds['projected_full_run_s'] / 60:.1f} min ({rounds['precision']}, "
+                     f"compiled {rounds['compiled']}); classifier steps "
+                     f"{rounds['classifier_img_per_s']} img/s")
+    packed = report["parts"].get("packed")
+    if packed:
+        lines.append("  packed runs: " + ", ".join(
+            f"{k}: {v['total_img_per_s']:.0f} img/s" for k, v in packed.items()
+            if k != "best_jobs_per_gpu") + f"; best --jobs-per-gpu {packed['best_jobs_per_gpu']}")
+    for name, why in report["errors"].items():
+        lines.append(f"  {name}: {why}")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------ command
+
+def add_arguments(parser: Any) -> None:
+    """Flags of `python -m ddlib bench`."""
+    parser.add_argument("--steps", type=int, default=10,
+                        help="timed training steps per pipeline (default: 10)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="rates are the best of this many interleaved measurements")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads; 0 = torch's default, all cores: a measurement "
+                             "of the machine, not a stored run (default: 0)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="DataLoader workers of the toolbox loop")
+    parser.add_argument("--compile", action="store_true", help="also time compiled steps")
+    parser.add_argument("--e2e", action="store_true",
+                        help="also one cpu-profile iCaRL+DD run, ours vs the reference loop")
+    parser.add_argument("--quick", action="store_true",
+                        help="end to end with 2 epochs per training stage")
+    parser.add_argument("--json", default=None, help="write the numbers to this JSON file")
+    parser.add_argument("--gpu-check", action="store_true",
+                        help="instead: the GPU check (benchmarks/gpu-check.sh)")
+    parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks",
+                        help="folder of the GPU check's JSON and table (default $OUT)")
+    parser.add_argument("--budget", type=float, default=450, help="GPU check seconds")
+    parser.add_argument("--parts", default=",".join(GPU_PARTS),
+                        help="GPU check parts, comma-separated (a retry of skipped ones)")
+    parser.add_argument("--dry-run", action="store_true", help="GPU check, tiny, on the CPU")
+
+
+def main(args: dict[str, Any]) -> int:
+    """`python -m ddlib bench`."""
+    for name in ("steps", "repeats", "threads", "workers", "budget"):
+        if args[name] < (1 if name in ("steps", "repeats") else 0):
+            raise ValueError(f"--{name}={args[name]} is out of range")
+    if args["threads"]:
+        torch.set_num_threads(args["threads"])
+    if args["gpu_check"] or args["dry_run"]:
+        gpu_check(args["out"], budget_s=args["budget"], dry_run=args["dry_run"],
+                  parts=tuple(p.strip() for p in args["parts"].split(",") if p.strip()))
+        return 0
+    numbers: dict[str, Any] = {"machine": _machine(), "threads": torch.get_num_threads()}
+    numbers["step_rates"] = step_rates(device=args["device"], workers=args["workers"],
+                                       steps=args["steps"], repeats=args["repeats"],
+                                       warmup=1 if args["device"] == "cpu" else 3,
+                                       compile_modes=(False, True) if args["compile"] else (False,))
+    if args["e2e"] or args["quick"]:
+        numbers["end_to_end"] = end_to_end(quick=args["quick"], workers=args["workers"],
+                                           device=args["device"])
+    if args["json"]:
+        Path(args["json"]).write_text(json.dumps(numbers, indent=1) + "\n")
+    return 0
+
+
+def _machine() -> dict[str, Any]:
+    """CPU model and whether it has AMX (what `precision=auto` looks at)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    return {"cpu": model, "amx_bf16": engine.cpu_has_amx(), "torch": torch.__version__,
+            "auto_precision_cpu": engine.resolve_precision("auto", "cpu")}
