@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from ddlib import results
+from ddlib.convergence import last_fifth_change
 from ddlib.plan import plan
 from ddlib.run import run
 
@@ -30,14 +32,6 @@ ARMS: dict[str, tuple[dict, tuple[str, ...], tuple[bool, ...]]] = {
     "width1": ({"width": 1.0}, ("icarl",), (False, True)),
     "per400": ({"train_per_class": 400}, ("icarl",), (False, True)),
 }
-
-
-def last_fifth_change(losses: list[float]) -> float:
-    """Relative change of the training loss over the last fifth of the epochs (>= 2 epochs):
-    |L_end - L_start| / L_start of that window."""
-    k = max(2, len(losses) // 5)
-    start, end = losses[-k], losses[-1]
-    return abs(end - start) / max(abs(start), 1e-12)
 
 
 def summarise(result: dict) -> dict:
@@ -59,16 +53,30 @@ def summarise(result: dict) -> dict:
     return out
 
 
+def configs(arm: str, results_dir: str):
+    overrides, methods, dds = ARMS[arm]
+    return plan("cpu", method=list(methods), dd=list(dds), orders=[0], increments=[10],
+                results_dir=results_dir, threads=1, progress=False, **overrides)
+
+
+def write_summary(results_dir: str = "results") -> dict:
+    """studies/convergence.json from every finished run of the study in the store."""
+    summary: dict = {}
+    for arm, (overrides, _, _) in ARMS.items():
+        for cfg in configs(arm, results_dir):
+            path = results.result_path(cfg)
+            if path.is_file():
+                summary.setdefault(arm, {})[cfg.run_name] = {
+                    **summarise(results.read(path)), "overrides": overrides}
+    (HERE / "convergence.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
 def main(arms: list[str], results_dir: str = "results") -> None:
-    summary_path = HERE / "convergence.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     for arm in arms:
-        overrides, methods, dds = ARMS[arm]
-        for cfg in plan("cpu", method=list(methods), dd=list(dds), orders=[0], increments=[10],
-                        results_dir=results_dir, threads=1, progress=False, **overrides):
-            result = run(cfg)
-            summary.setdefault(arm, {})[cfg.run_name] = {**summarise(result), "overrides": overrides}
-            summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+        for cfg in configs(arm, results_dir):
+            run(cfg)
+            write_summary(results_dir)
 
 
 if __name__ == "__main__":

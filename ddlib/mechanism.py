@@ -1,0 +1,68 @@
+"""The evidence DD's argument rests on (seed Sec. 3.2; issue #11): DD can only help when its
+expert tells its t classes (the new ones and their most similar old ones) apart better than
+the classifier trained without it does. Per round of a +DD run: the expert's test accuracy
+on its t classes, the baseline's classifier of the same round on the same t classes, and the
++DD classifier, each scored by argmax over those t outputs only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .analysis import as_results, one_result
+from .engine import infer
+from .gradcam import load_round_model
+
+
+def accuracy_on(model: torch.nn.Module, data, scenario, classes: list[int]) -> float:
+    """Top-1 (%) of `model` on the test images of `classes`, argmax over those classes."""
+    idx = torch.as_tensor(scenario.test_indices(classes))
+    _, logits = infer(model, data, data.test_x[idx])
+    labels = data.test_y[idx]
+    order = torch.as_tensor(classes)
+    target = (labels.unsqueeze(1) == order).float().argmax(1)
+    return round(100.0 * float((logits[:, order].argmax(1) == target).float().mean()), 2)
+
+
+def expert_vs_classifiers(dd_run: dict | str | Path, baseline_run: dict | str | Path
+                          ) -> pd.DataFrame:
+    """One row per round r >= 2 of `dd_run`: t, the expert's accuracy on its classes, the
+    baseline's and the +DD classifier's accuracy on the same classes, and the expert's lead
+    over the baseline (points). The baseline's round models come from its checkpoints."""
+    dd, base = one_result(dd_run), one_result(baseline_run)
+    if (dd["config"]["method"], dd["config"]["order"]) != (base["config"]["method"],
+                                                             base["config"]["order"]):
+        raise ValueError("dd_run and baseline_run must be one method on one class order")
+    rows, scenario, data = [], None, None
+    for rec in dd["rounds"][1:]:
+        model, data, scenario = load_round_model(baseline_run, rec["round"], scenario=scenario,
+                                                 data=data)
+        classes = rec["expert_classes"]
+        baseline = accuracy_on(model, data, scenario, classes)
+        rows.append({"round": rec["round"], "t": len(classes), "expert": rec["expert_acc_b"],
+                     "baseline classifier": baseline,
+                     "+DD classifier": rec["classifier_acc_on_expert_classes"],
+                     "expert lead": round(rec["expert_acc_b"] - baseline, 2)})
+    return pd.DataFrame(rows).set_index("round")
+
+
+def mechanism_table(dd_runs, baseline_runs) -> pd.DataFrame:
+    """`expert_vs_classifiers` averaged over class orders (runs paired by order)."""
+    by_order = {r["config"]["order"]: r for r in as_results(baseline_runs)}
+    frames = [expert_vs_classifiers(r, by_order[r["config"]["order"]])
+              for r in as_results(dd_runs) if r["config"]["order"] in by_order]
+    if not frames:
+        raise ValueError("no +DD run has a baseline run of the same order")
+    return pd.concat(frames).groupby(level="round").mean().round(2).assign(
+        orders=len(frames)).astype({"t": int})
+
+
+def lead_summary(table: pd.DataFrame) -> dict[str, float]:
+    """Mean expert lead over the rounds, and the share of rounds where the expert leads."""
+    lead = table["expert lead"].to_numpy()
+    return {"mean_lead": round(float(np.mean(lead)), 2),
+            "rounds_led_pct": round(100.0 * float(np.mean(lead > 0)), 1)}
