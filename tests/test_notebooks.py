@@ -104,6 +104,7 @@ def test_threads_parameter_matches_runconfigs_default():
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         (params,) = [c for c in nb.cells if "parameters" in _tags(c)]
-        values = {s.target.id: ast.literal_eval(s.value) for s in ast.parse(params.source).body}
+        values = {(s.target if isinstance(s, ast.AnnAssign) else s.targets[0]).id:
+                  ast.literal_eval(s.value) for s in ast.parse(params.source).body}
         if "threads" in values:
             assert values["threads"] == RunConfig.threads, path.name
