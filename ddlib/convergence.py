@@ -42,12 +42,13 @@ def curves(result: dict[str, Any]) -> pd.DataFrame:
 
 
 def plateau_table(result: dict[str, Any]) -> pd.DataFrame:
-    """Last-fifth relative loss change per round (rows) and stage (columns), and whether
-    every stage is settled."""
+    """Last-fifth relative loss change per round (a row each: round, one column per stage)
+    and whether every stage is settled."""
     frame = curves(result)
     if frame.empty:
         raise ValueError("this result holds no per-epoch history (made before it was recorded)")
     table = (frame.groupby(["round", "stage"])["loss"]
              .agg(lambda s: last_fifth_change(list(s))).unstack("stage"))
     table["settled"] = (table.fillna(0) < PLATEAU).all(axis=1)
-    return table
+    table.columns.name = None
+    return table.reset_index()

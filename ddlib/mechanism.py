@@ -13,9 +13,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import results
 from .analysis import as_results, one_result
+from .config import RunConfig
 from .engine import infer
 from .gradcam import load_round_model
+
+
+def _trained_run(run: dict | str | Path) -> dict | str | Path:
+    """Where `run`'s round models are: its own checkpoints, or those of the run whose
+    training it shares (LwF with exemplars reads iCaRL's, `results.trained_by`)."""
+    twin = results.trained_by(RunConfig.from_dict(one_result(run)["config"]))
+    return run if twin is None else results.result_path(twin)
 
 
 def accuracy_on(model: torch.nn.Module, data, scenario, classes: list[int]) -> float:
@@ -39,8 +48,8 @@ def expert_vs_classifiers(dd_run: dict | str | Path, baseline_run: dict | str | 
         raise ValueError("dd_run and baseline_run must be one method on one class order")
     rows, scenario, data = [], None, None
     for rec in dd["rounds"][1:]:
-        model, data, scenario = load_round_model(baseline_run, rec["round"], scenario=scenario,
-                                                 data=data)
+        model, data, scenario = load_round_model(_trained_run(baseline_run), rec["round"],
+                                                 scenario=scenario, data=data)
         classes = rec["expert_classes"]
         baseline = accuracy_on(model, data, scenario, classes)
         rows.append({"round": rec["round"], "t": len(classes), "expert": rec["expert_acc_b"],
@@ -66,3 +75,60 @@ def lead_summary(table: pd.DataFrame) -> dict[str, float]:
     lead = table["expert lead"].to_numpy()
     return {"mean_lead": round(float(np.mean(lead)), 2),
             "rounds_led_pct": round(100.0 * float(np.mean(lead > 0)), 1)}
+
+
+def _arms(runs: list[dict], method: str) -> tuple[list[dict], list[dict]]:
+    """`method`'s baseline runs and its +DD runs at the paper's k."""
+    mine = [r for r in runs if r["config"]["method"] == method]
+    return ([r for r in mine if not r["config"]["dd"]],
+            [r for r in mine if r["config"]["dd"] and r["config"]["similar_k"] == 1])
+
+
+def round_table(runs: list[dict]) -> pd.DataFrame:
+    """`mechanism_table` of every method with both arms in `runs`, one row per (method,
+    round), for reading."""
+    from .names import METHOD_NAMES
+
+    frames = []
+    for method, label in METHOD_NAMES.items():
+        base, dd = _arms(runs, method)
+        if base and dd:
+            table = mechanism_table(dd, base).reset_index()
+            frames.append(table.assign(Method=label).rename(columns={
+                "round": "Round", "expert": "Expert", "baseline classifier": "Baseline",
+                "+DD classifier": "+DD", "expert lead": "Expert lead"}))
+    if not frames:
+        raise ValueError("no method has both a baseline and a +DD (k=1) run here")
+    return pd.concat(frames)[["Method", "Round", "t", "Expert", "Baseline", "+DD", "Expert lead"]]
+
+
+def method_summary(runs: list[dict]) -> pd.DataFrame:
+    """One row per method of `runs` (baseline and +DD arms at k = 1, paired by order): the
+    expert's mean accuracy on its t classes, the baseline's and the +DD classifier's on the
+    same classes, the expert's lead, DD's change of confusion and forgetting errors (Table 2
+    split, summed over rounds 2..R) and DD's gain in average incremental accuracy."""
+    from .analysis import table2, table2_change
+    from .names import METHOD_NAMES
+
+    rows = []
+    for method, label in METHOD_NAMES.items():
+        base, dd = _arms(runs, method)
+        if not base or not dd:
+            continue
+        table = mechanism_table(dd, base)
+        change = table2_change(table2(base, dd, types=("confusion", "forgetting")))
+        rule = dd[0]["inference"]
+        gain = (np.mean([r["avg_inc_acc"][rule] for r in dd])
+                - np.mean([r["avg_inc_acc"][rule] for r in base]))
+        rows.append({"Method": label, "Orders": int(table["orders"].iloc[0]),
+                     "Expert on its t classes": table["expert"].mean(),
+                     "Baseline on them": table["baseline classifier"].mean(),
+                     "+DD on them": table["+DD classifier"].mean(),
+                     "Expert lead": table["expert lead"].mean(),
+                     "Rounds led": f"{int((table['expert lead'] > 0).sum())} of {len(table)}",
+                     "Confusion errors": change["confusion_change_pct"],
+                     "Forgetting errors": change["forgetting_change_pct"],
+                     "DD gain (avg. inc. acc.)": gain})
+    if not rows:
+        raise ValueError("no method has both a baseline and a +DD (k=1) run here")
+    return pd.DataFrame(rows)

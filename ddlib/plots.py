@@ -313,3 +313,39 @@ def pair_superclass_share(results: Results) -> Figure:
     ax.set_title(f"Similar-class pairs in one superclass ({_orders(share['order'], 'mean')})")
     ax.legend(frameon=False)
     return fig
+
+
+# ----------------------------------------------------------------------------- convergence
+
+
+@_exhibit
+def training_curves(result: Any) -> Figure:
+    """Training loss (top) and accuracy (bottom) per epoch of every stage of one run: the
+    classifier, the expert's stage A and stage B; one line per round, later rounds darker."""
+    from .convergence import STAGES, curves
+
+    record = analysis.one_result(result)
+    frame = curves(record)
+    stages = [s for s in STAGES if s in set(frame["stage"])]
+    fig, axes = _figure(2, len(stages), size=(PAGE_WIDTH, 5.2))
+    rounds = sorted(frame["round"].unique())
+    shade = plt.get_cmap("viridis")
+    for col, stage in enumerate(stages):
+        part = frame[frame["stage"] == stage]
+        for k, (rnd, line) in enumerate(part.groupby("round")):
+            color = shade(k / max(len(rounds) - 1, 1))
+            axes[0, col].plot(line["epoch"], line["loss"], color=color, label=f"round {rnd}")
+            axes[1, col].plot(line["epoch"], line["acc"], color=color)
+        axes[0, col].set_title(stage)
+        axes[1, col].set_xlabel("Epoch")
+        axes[1, col].set_ylim(0, 101)
+    axes[0, 0].set_ylabel("Training loss")
+    axes[1, 0].set_ylabel("Training accuracy (%)")
+    first, last = rounds[0], rounds[-1]
+    axes[0, -1].legend(handles=axes[0, 0].get_lines()[:: max(1, len(rounds) - 1)],
+                       labels=[f"round {first}", f"round {last}"], frameon=False, fontsize=9)
+    cfg = record["config"]
+    fig.suptitle(f"{analysis.display_name(record)}, order {cfg['order']}: "
+                 f"{cfg['epochs']} classifier epochs, expert {cfg['expert_epochs']} + "
+                 f"{cfg['expert_balanced_epochs']}")
+    return fig

@@ -31,7 +31,7 @@ def test_plateau_table_marks_unsettled_rounds():
         {"round": 1, "history_classifier": _stage([2.0, 1.0, 0.99])},
         {"round": 2, "history_classifier": _stage([2.0, 1.0, 0.5]),
          "history_expert_a": _stage([1.0, 0.9]), "history_expert_b": _stage([0.5, 0.5])}]}
-    table = convergence.plateau_table(result)
+    table = convergence.plateau_table(result).set_index("round")
     assert table.loc[1, "classifier"] == pytest.approx(0.01) and bool(table.loc[1, "settled"])
     assert table.loc[2, "classifier"] == pytest.approx(0.5) and not bool(table.loc[2, "settled"])
     assert table.loc[2, "expert A"] == pytest.approx(0.1) and table.loc[2, "expert B"] == 0
