@@ -16,6 +16,7 @@ from typing import Any, Iterable, Union
 import numpy as np
 import pandas as pd
 
+from . import names
 from . import results as store
 from .metrics import ERROR_TYPES, average_incremental_accuracy, error_split, per_class_accuracy
 from .utils import resolve_path
@@ -23,7 +24,6 @@ from .utils import resolve_path
 Result = dict[str, Any]
 Results = Union[Result, str, Path, Iterable[Any]]  # a record, a JSON file, a folder, or a list
 
-METHOD_LABELS = {"lwf": "LwF", "icarl": "iCaRL", "ucir": "UCIR", "bic": "BiC"}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -63,10 +63,7 @@ def one_result(obj: Result | str | Path) -> Result:
 def display_name(result_or_config: dict) -> str:
     """Name shown in figures and tables: 'iCaRL', 'iCaRL+DD', 'iCaRL+DD (k=2)'."""
     cfg = result_or_config.get("config", result_or_config)
-    name = METHOD_LABELS.get(cfg["method"], cfg["method"])
-    if cfg["dd"]:
-        name += "+DD" + (f" (k={cfg['similar_k']})" if cfg["similar_k"] != 1 else "")
-    return name
+    return names.display_name(names.run_name(cfg["method"], cfg["dd"], cfg["similar_k"]))
 
 
 def to_frame(results: Results) -> pd.DataFrame:
@@ -258,7 +255,8 @@ def class_accuracy(results: Results, class_name: str, *, rule: str | None = None
         first = _label_round(result)[label]
         for rec in result["rounds"][first - 1:]:
             counts = np.asarray(rec[f"confusion_{rule_r}"])
-            rows.append({"run": display_name(result), "order": result["config"]["order"],
+            rows.append({"run": display_name(result), "method": result["config"]["method"],
+                         "order": result["config"]["order"],
                          "rule": rule_r, "round": rec["round"],
                          "classes_seen": rec["classes_seen"],
                          "accuracy": per_class_accuracy(counts)[label]})
@@ -340,7 +338,8 @@ def pair_superclass_share(results: Results) -> pd.DataFrame:
             num_old = rec["classes_seen"] - len(rec["new_classes"])
             old_coarse = coarse[:num_old]
             chance = np.mean([np.mean(old_coarse == coarse[c]) for c in chosen["new"]])
-            rows.append({"run": display_name(result), "order": result["config"]["order"],
+            rows.append({"run": display_name(result), "method": result["config"]["method"],
+                         "order": result["config"]["order"],
                          "round": rec["round"], "pairs": len(chosen),
                          "same": int(chosen["same_superclass"].sum()),
                          "share": 100.0 * chosen["same_superclass"].mean(),
@@ -418,10 +417,10 @@ def dd_gains(data: pd.DataFrame | Results, *, similar_k: int = 1, rule: str | No
                           "final +DD": means[("final_acc", True)]}).dropna()
     table["avg gain"] = table["avg +DD"] - table["avg B"]
     table["final gain"] = table["final +DD"] - table["final B"]
-    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    order = {m: i for i, m in enumerate(names.METHOD_NAMES)}
     table = table.reset_index().sort_values(["increment", "method"],
                                             key=lambda c: c.map(order) if c.name == "method" else c)
-    table["method"] = table["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    table["method"] = table["method"].map(names.METHOD_NAMES)
     return table.set_index(["increment", "method"]).round(2)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import analysis
 from . import results as store
-from .analysis import METHOD_LABELS
+from .names import METHOD_NAMES
 from .config import (
     DATASETS,
     IMAGENET_DATASETS,
@@ -222,7 +222,7 @@ def scope(profile: str, *parts: str) -> Any:
         + _listing(g["orders"]),
         "increments": lambda g: _listing(g["increments"]) + " classes per round",
         "ablation": lambda g: "the ablation of "
-        + _listing([METHOD_LABELS[m] for m in g["ablation_methods"]]),
+        + _listing([METHOD_NAMES[m] for m in g["ablation_methods"]]),
     }
     unknown = sorted(set(parts) - set(say))
     if unknown:
@@ -300,7 +300,7 @@ def ablation_table(data: Any) -> Table:
     several = bool((summary["orders"] > 1).any())
     arm = {"B": "baseline (no expert)", "0": "k = 0 (new classes only)"}
     return Table(summary.assign(
-        Method=[METHOD_LABELS.get(m, m) for m in summary["method"]],
+        Method=[METHOD_NAMES[m] for m in summary["method"]],
         Arm=[arm.get(str(a), f"k = {a}") for a in summary["arm"]],
         **{"Final acc. (%)": _spread(summary["final_mean"], summary["final_std"], several),
            "Avg. inc. acc. (%)": _spread(summary["avg_mean"], summary["avg_std"], several)})

@@ -135,6 +135,7 @@ class DiscriminativeDistillation:
     classes: list[int]
     temperature: float = 2.0
     record: dict = field(default_factory=dict)  # selection, expert accuracy and history
+    _idx: Tensor | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def fit(cls, old_model: Net, data: DeviceData, new_indices: dict[int, np.ndarray],
@@ -180,8 +181,9 @@ class DiscriminativeDistillation:
         """Ln of a batch `x` whose student logits (over all seen classes) are `logits`."""
         with torch.no_grad():
             _, expert_logits = self.expert(x)
-        idx = torch.as_tensor(self.classes, device=logits.device)
-        return dd_loss(logits, expert_logits, idx, self.temperature)
+        if self._idx is None or self._idx.device != logits.device:  # once, not every step
+            self._idx = torch.as_tensor(self.classes, device=logits.device)
+        return dd_loss(logits, expert_logits, self._idx, self.temperature)
 
     def accuracy(self, model: Net, data: DeviceData, test_indices: np.ndarray, *,
                  classifier: bool = False) -> float:

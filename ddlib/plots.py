@@ -21,9 +21,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from . import analysis
-from .analysis import METHOD_LABELS, Results
+from .analysis import Results
 from .book import DATASET_LABELS
 from .config import METHOD_ORDER
+from .names import METHOD_NAMES, display_name, run_name
 
 BASELINE, DD = "#1f77b4", "#ff7f0e"  # matplotlib's first two colours, as in the seed
 METHOD_COLORS = {"lwf": "#2ca02c", "icarl": "#1f77b4", "ucir": "#9467bd", "bic": "#d62728"}
@@ -108,7 +109,7 @@ def accuracy_curves(data: pd.DataFrame | Results, *, dataset: str | None = None,
             curve = part[part["dd"] == dd].sort_values("classes_seen")
             if curve.empty:
                 continue
-            name = METHOD_LABELS.get(method, method) + ("+DD" if dd else "")
+            name = display_name(run_name(method, dd))
             ax.errorbar(curve["classes_seen"], curve["mean"],
                         yerr=curve["std"] if several else None, color=color, marker=marker,
                         markersize=5, linewidth=1.8, capsize=3,
@@ -117,7 +118,7 @@ def accuracy_curves(data: pd.DataFrame | Results, *, dataset: str | None = None,
             ax.legend(loc="best", frameon=False, title="avg. inc. acc. (%)")
             ticks = sorted(part["classes_seen"].unique())
             ax.set_xticks(ticks if len(ticks) <= 8 else ticks[::-(-len(ticks) // 8)])
-        label = METHOD_LABELS.get(method, method)
+        label = METHOD_NAMES[method]
         ax.set_title(f"{label}, {inc} classes / round" if len(rows) > 1 else label)
         ax.set_xlabel("Number of classes")
         ax.set_ylabel("Accuracy (%)")
@@ -147,7 +148,7 @@ def ablation(data: pd.DataFrame | Results, *, dataset: str | None = None,
             x = [ARMS.index(a) for a in line["arm"]]
             ax.errorbar(x, line[f"{key}_mean"], yerr=line[f"{key}_std"] if several else None,
                         marker="o", markersize=5, capsize=3, color=METHOD_COLORS.get(method),
-                        label=METHOD_LABELS.get(method, method))
+                        label=METHOD_NAMES[method])
         ax.set_xticks(range(len(ARMS)), ARMS)
         ax.set_xlim(-0.4, len(ARMS) - 0.6)
         ax.set_xlabel("Similar old classes per new class")
@@ -298,11 +299,10 @@ def pair_superclass_share(results: Results) -> Figure:
         raise ValueError("no similar-class pairs in these results (+DD runs with similar_k >= 1)")
     fig, axes = _figure(1, 1, size=(PAGE_WIDTH, 3.8))
     ax = axes[0, 0]
-    mean = share.groupby(["run", "round"], sort=False)[["share", "chance"]].mean().reset_index()
-    for i, (run, line) in enumerate(mean.groupby("run", sort=False)):
-        method = next((m for m, label in METHOD_LABELS.items() if run.startswith(label)), None)
-        ax.plot(line["round"], line["share"], marker="o",
-                color=METHOD_COLORS.get(method, f"C{i}"), label=run)
+    mean = (share.groupby(["run", "method", "round"], sort=False)[["share", "chance"]]
+            .mean().reset_index())
+    for (run, method), line in mean.groupby(["run", "method"], sort=False):
+        ax.plot(line["round"], line["share"], marker="o", color=METHOD_COLORS[method], label=run)
     chance = mean.groupby("round")["chance"].mean()
     ax.plot(chance.index, chance.to_numpy(), color="grey", linestyle="--",
             label="random old class")

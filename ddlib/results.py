@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import RunConfig
+from .names import run_name
 from .utils import resolve_path, write_json_atomic
 
 SCHEMA_VERSION = 1
@@ -89,7 +90,7 @@ def matches(payload: dict[str, Any], **match: Any) -> bool:
 def frame_rows(payload: dict[str, Any], source: str) -> list[dict[str, Any]]:
     """The tidy rows (one per round) of one result; `source` fills the `path` column."""
     cfg = payload["config"]
-    return [{"run": cfg["method"] + ("+dd" if cfg["dd"] else ""), "method": cfg["method"],
+    return [{"run": run_name(cfg["method"], cfg["dd"]), "method": cfg["method"],
              "dd": cfg["dd"], "similar_k": cfg["similar_k"], "order": cfg["order"],
              "increment": cfg["increment"], "profile": cfg["profile"],
              "dataset": cfg["dataset"], "round": rec["round"],
