@@ -5,6 +5,7 @@
 #   make book PROFILE=smoke            seconds; what CI checks
 #   make book PROFILE=paper DATASETS=cifar100,...   on a GPU
 #   make test                          unit tests + nbval of every committed notebook
+#   make test-fast                     the unit tests not marked slow (the edit-test loop)
 #   make check-book                    smoke book + every page opened in headless Chromium
 #   make sweep                         only the experiment runs (papermill, resumable)
 #   make notebooks                     re-execute the committed notebooks in place (smoke)
@@ -22,7 +23,7 @@ NOTEBOOKS = $(wildcard notebooks/*.ipynb) $(filter-out book/runs/%,$(wildcard bo
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 BUILD_ENV := DDBOOK_PROFILE=$(PROFILE) DDBOOK_DATASETS=$(DATASETS) TQDM_DISABLE=1
 
-.PHONY: book test unit nbval check-book sweep notebooks bench venv clean
+.PHONY: book test test-fast unit nbval check-book sweep notebooks bench venv clean
 
 venv: $(STAMP)
 
@@ -54,6 +55,11 @@ book: sweep
 	@echo "open _build/html/index.html"
 
 test: unit nbval
+
+# The edit-test loop: everything but the end-to-end runs, papermill and subprocesses
+# (tests marked `slow`), under a minute on one idle core.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow" tests
 
 unit: $(STAMP)
 	$(PY) -m pytest tests

@@ -237,6 +237,7 @@ def smoke_dd(tmp_path_factory):
     return run(cfg, verbose=False)
 
 
+@pytest.mark.slow
 def test_similar_pairs_match_the_stored_selection(smoke_dd):
     table = analysis.similar_pairs(smoke_dd)
     stored = [(rec["round"], *pair) for rec in smoke_dd["rounds"]

@@ -36,6 +36,7 @@ def _gpu_machine_env(tmp_path: Path) -> dict[str, str]:
             "OMP_NUM_THREADS": "1", "OUT": str(tmp_path / "out")}
 
 
+@pytest.mark.slow
 def test_the_blocker_blocks(tmp_path):
     env = _gpu_machine_env(tmp_path)
     probe = subprocess.run([sys.executable, "-c", "import papermill"], env=env,
@@ -43,6 +44,7 @@ def test_the_blocker_blocks(tmp_path):
     assert probe.returncode != 0 and "not on the GPU machine" in probe.stderr
 
 
+@pytest.mark.slow
 def test_run_works_without_notebook_packages(tmp_path):
     env = _gpu_machine_env(tmp_path)
     done = subprocess.run(
@@ -55,6 +57,7 @@ def test_run_works_without_notebook_packages(tmp_path):
     assert json.loads(result.read_text())["config"]["precision"] == "fp32"
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_writes_its_json_and_table(tmp_path):
     env = _gpu_machine_env(tmp_path)
     done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu-check.sh"), "--dry-run"],
@@ -75,6 +78,7 @@ def test_gpu_check_dry_run_writes_its_json_and_table(tmp_path):
     assert "projected full run" in table and "best --jobs-per-gpu" in table
 
 
+@pytest.mark.slow
 def test_end_to_end_runs_both_loops_and_accounts_for_the_difference():
     own_train = engine.train
     out = bench.end_to_end(profile="smoke", quick=True, device="cpu", increment=10,

@@ -46,6 +46,7 @@ def test_display_path_is_relative_inside_the_project_only(tmp_path, monkeypatch)
     assert utils.display_path(root / "results" / "a.json") == str(root / "results" / "a.json")
 
 
+@pytest.mark.slow
 def test_a_run_prints_relative_paths_and_its_table_when_read_back(smoke, tmp_path, capsys,
                                                                    monkeypatch):
     monkeypatch.setattr(utils, "project_root", lambda start=None: tmp_path)
@@ -81,6 +82,7 @@ def test_field_docs_read_sections_comments_and_continuations():
         "lr": ("schedule (PROTOCOL 1.7)", "learning rate")}
 
 
+@pytest.mark.slow
 def test_run_help_documents_every_field_with_its_default_and_choices(capsys):
     subparsers = next(a for a in build_parser()._actions
                       if isinstance(a, argparse._SubParsersAction))

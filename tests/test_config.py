@@ -51,6 +51,7 @@ def test_unknown_profile():
         RunConfig.resolve("huge")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overrides, name", [
     ({"increment": 16}, "increment=16 .*synthetic's 20 classes"),  # 15 left after round 1
     ({"init_classes": 21}, "init_classes"),
@@ -66,6 +67,7 @@ def test_remainder_goes_into_a_last_round(smoke):
     assert scenario.rounds == [5, 6, 6, 3]
 
 
+@pytest.mark.slow
 def test_missing_cifar_folder_says_where_and_how(smoke, tmp_path):
     cfg = smoke(dataset="cifar100", data_dir=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="nowhere") as err:
@@ -73,6 +75,7 @@ def test_missing_cifar_folder_says_where_and_how(smoke, tmp_path):
     assert "download" in str(err.value)
 
 
+@pytest.mark.slow
 def test_malformed_npz_fails_before_training(smoke, tmp_path):
     path = tmp_path / "bad.npz"
     np.savez(path, train_x=np.zeros((4, 8, 8, 3), np.float32), train_y=np.zeros(4, int),
@@ -81,6 +84,7 @@ def test_malformed_npz_fails_before_training(smoke, tmp_path):
         ddlib.run(smoke(dataset="arrays", data_dir=str(path)), verbose=False)
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ddlib", "run", "--method", "ewc",
                            "--results-dir", str(tmp_path)], capture_output=True, text=True)
@@ -88,6 +92,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
     assert "method='ewc'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_smoke_run_prints_round_table(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ddlib", "run", "--profile", "smoke",
                            "--no-progress", "--threads", "1", "--results-dir", str(tmp_path)],

@@ -102,6 +102,7 @@ def test_stage_b_draws_each_new_class_down_to_the_old_classes_count():
     assert np.array_equal(balanced_indices(new, [], rng), np.concatenate(new))
 
 
+@pytest.mark.slow
 def test_bic_validation_images_never_reach_the_expert(smoke, monkeypatch):
     seen = []
     train = expert_module.train_expert
@@ -133,6 +134,7 @@ def test_expert_init_is_part_of_the_identity_only_when_scratch(smoke):
         smoke(dd=True, expert_init="random")
 
 
+@pytest.mark.slow
 def test_scratch_expert_runs_end_to_end_and_records_both_stages(smoke):
     out = ddlib.run(smoke(dd=True, expert_init="scratch"), verbose=False)
     for rec in out["rounds"][1:]:

@@ -405,6 +405,7 @@ def test_other_bad_arguments_are_usage_errors(argv: list[str], capsys) -> None:
     assert exit_.value.code == 2 and "error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_bad_choices_validated_by_config_exit_2(tmp_path: Path, capsys, no_training) -> None:
     for argv in (["--method", "sgd"], ["--device", "tpu"], ["--dataset", "mnist"],
                  ["--dataset", "arrays", "--data-dir", str(tmp_path / "none.npz")],
@@ -435,6 +436,7 @@ def test_huge_float_knobs_end_in_the_nan_guard(tmp_path: Path, capsys, flag: str
     assert capsys.readouterr().err.startswith("error: non-finite loss in round 1")
 
 
+@pytest.mark.slow
 def test_real_cli_process_with_a_bad_npz(tmp_path: Path) -> None:
     path = tmp_path / "cut.npz"
     _write(path, NPZ_CASES["truncated archive"][0])

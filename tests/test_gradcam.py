@@ -126,6 +126,7 @@ def smoke_pair(tmp_path_factory):
                                   progress=False), verbose=False) for dd in (False, True)]
 
 
+@pytest.mark.slow
 def test_round_models_reproduce_the_stored_predictions(smoke_pair):
     base, dd = smoke_pair
     last = len(base["rounds"])
@@ -140,6 +141,7 @@ def test_round_models_reproduce_the_stored_predictions(smoke_pair):
     assert one.num_classes == scenario.seen(1)
 
 
+@pytest.mark.slow
 def test_gradcam_over_rounds(smoke_pair):
     base, dd = smoke_pair
     series = gradcam.gradcam_over_rounds(base, dd, num_images=2)

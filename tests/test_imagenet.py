@@ -358,6 +358,7 @@ def test_resnet18_without_last_relu_gives_signed_features() -> None:
     assert plain(x).min() >= 0 and ucir(x).min() < 0
 
 
+@pytest.mark.slow
 def test_one_round_on_the_fake_tree_uses_resnet18_and_resized_crop(tree, smoke, monkeypatch):
     import ddlib.augment
     import ddlib.methods.base

@@ -66,6 +66,7 @@ def test_lwf_without_exemplars_ce_covers_new_logits_only(smoke):
     assert loss.item() == pytest.approx(ce_new + _kd(Z[:2], A), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_lwf_without_exemplars_does_not_replay_memory(smoke):
     method = _method(smoke(method="lwf", lwf_exemplars=False))
     for c in range(5):
@@ -75,6 +76,7 @@ def test_lwf_without_exemplars_does_not_replay_memory(smoke):
     assert np.array_equal(rnd.train_indices, method.scenario.train_indices(range(5, 10)))
 
 
+@pytest.mark.slow
 def test_lwf_with_exemplars_reads_icarls_training(smoke):
     lwf = ddlib.run(smoke(method="lwf", dd=True), verbose=False)
     icarl = results.read(results.result_path(smoke(method="icarl", dd=True)))
@@ -84,6 +86,7 @@ def test_lwf_with_exemplars_reads_icarls_training(smoke):
     assert stored["config"]["method"] == "lwf" and stored["identity"] != icarl["identity"]
 
 
+@pytest.mark.slow
 def test_lwf_without_exemplars_trains_on_its_own(smoke):
     out = ddlib.run(smoke(method="lwf", lwf_exemplars=False), verbose=False)
     assert "trained_as" not in out
@@ -134,6 +137,7 @@ def test_bic_validation_split(smoke):
     assert np.array_equal(_split(cfg)[1].reserved, rnd.reserved)  # same seed, same split
 
 
+@pytest.mark.slow
 def test_bic_memory_too_small_fails_before_training(smoke):
     cfg = smoke(method="bic", memory=25)  # last round: 15 old classes, 1 exemplar each
     with pytest.raises(ValueError, match="memory=25 is too small for BiC"):
@@ -143,6 +147,7 @@ def test_bic_memory_too_small_fails_before_training(smoke):
         BiC.check(smoke(method="bic", memory=200), 20, [5, 5, 5, 5], min_train_per_class=4)
 
 
+@pytest.mark.slow
 def test_bic_run_freezes_one_bias_layer_per_round(smoke):
     method = _method(smoke(method="bic"))
     stage2 = method.extra_stage
@@ -172,6 +177,7 @@ def test_bic_run_freezes_one_bias_layer_per_round(smoke):
     assert not any(id(p) in trainable for p in layers.parameters())
 
 
+@pytest.mark.slow
 def test_bic_stage_two_never_ends_worse_than_the_identity_on_validation(smoke):
     import torch.nn.functional as F
 

@@ -41,6 +41,7 @@ def test_plateau_table_marks_unsettled_rounds():
         convergence.plateau_table({"rounds": [{"round": 1}]})
 
 
+@pytest.mark.slow
 def test_expert_vs_classifiers_agrees_with_the_runs_own_record(smoke):
     dd = ddlib.run(smoke(dd=True), verbose=False)
     base = ddlib.run(smoke(dd=False), verbose=False)

@@ -11,6 +11,7 @@ from ddlib import results
 from ddlib.methods import METHODS
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(METHODS))
 @pytest.mark.parametrize("dd", [False, True])
 def test_method_runs_end_to_end(smoke, method, dd):
@@ -34,6 +35,7 @@ def test_method_runs_end_to_end(smoke, method, dd):
     assert saved["config"]["dd"] == dd and saved["schema_version"] == results.SCHEMA_VERSION
 
 
+@pytest.mark.slow
 def test_dd_pairs_each_new_class_with_one_distinct_old_class(smoke):
     out = ddlib.run(smoke(dd=True), verbose=False)
     for rec in out["rounds"][1:]:
@@ -44,6 +46,7 @@ def test_dd_pairs_each_new_class_with_one_distinct_old_class(smoke):
         assert rec["expert_classes"] == rec["new_classes"] + sorted(olds)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dd", [False, True])
 def test_same_config_twice_gives_identical_results(smoke, dd):
     first = ddlib.run(smoke(dd=dd), verbose=False)
@@ -53,6 +56,7 @@ def test_same_config_twice_gives_identical_results(smoke, dd):
         assert a["confusion_nme"] == b["confusion_nme"]
 
 
+@pytest.mark.slow
 def test_round_one_is_identical_for_baseline_and_dd(smoke):
     base = ddlib.run(smoke(dd=False, fresh=True), verbose=False)["rounds"][0]
     with_dd = ddlib.run(smoke(dd=True, fresh=True), verbose=False)["rounds"][0]

@@ -54,6 +54,7 @@ def test_notebook_skeleton(path):
     assert any(c.outputs for c in code), "commit notebooks with their smoke outputs"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", ["notebooks/lwf.ipynb", "book/figure3.ipynb"])
 def test_bad_parameter_fails_the_first_cell_with_ddlibs_message(tmp_path, page):
     out = tmp_path / "out.ipynb"

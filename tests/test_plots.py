@@ -58,6 +58,7 @@ def test_confusion_heatmap_and_pair_share(smoke_pair):
         plots.pair_superclass_share(smoke_pair[0])
 
 
+@pytest.mark.slow
 def test_gradcam_grid(smoke_pair):
     fig = plots.gradcam_grid(*smoke_pair, num_images=1)
     png(fig)

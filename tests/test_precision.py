@@ -141,6 +141,7 @@ def _smoke_round_one(precision: str):
     return method.fit_round(1), dtypes, method.model
 
 
+@pytest.mark.slow
 def test_bf16_agrees_with_fp32_on_smoke_round_one():
     """Tolerance: the last epoch's mean loss within 5 % and the CNN and NME accuracies on
     round 1's 50 test images within 10 points (5 images). Measured: loss 1.561 vs 1.577
@@ -201,6 +202,7 @@ def _train_tiny(data: DeviceData, epochs: int, images: int = 20) -> torch.Tensor
     return torch.cat([p.detach().flatten() for p in net.parameters()])
 
 
+@pytest.mark.slow
 def test_compiled_training_compiles_once_per_call(monkeypatch):
     """dynamo traces on the CPU too; the 'eager' backend skips code generation, so this
     checks the capture (graph count, no recompile per step or per short last batch), not

@@ -27,6 +27,7 @@ def _accs(payload):
     return [(r["acc_cnn"], r["acc_nme"], r["confusion_cnn"]) for r in payload["rounds"]]
 
 
+@pytest.mark.slow
 def test_resume_after_losing_the_last_rounds_equals_uninterrupted(smoke):
     cfg = smoke(dd=True)
     full = ddlib.run(cfg, verbose=False)
@@ -38,6 +39,7 @@ def test_resume_after_losing_the_last_rounds_equals_uninterrupted(smoke):
     assert resumed["rounds"][1]["time"] == full["rounds"][1]["time"]  # rounds 1-2 reloaded
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_reported_and_recomputed(smoke):
     cfg = smoke()
     full = ddlib.run(cfg, verbose=False)
@@ -49,6 +51,7 @@ def test_truncated_checkpoint_is_reported_and_recomputed(smoke):
     assert _accs(again) == _accs(full)
 
 
+@pytest.mark.slow
 def test_corrupt_result_file_is_recomputed(smoke):
     cfg = smoke()
     full = ddlib.run(cfg, verbose=False)
@@ -57,6 +60,7 @@ def test_corrupt_result_file_is_recomputed(smoke):
     assert _accs(again) == _accs(full)
 
 
+@pytest.mark.slow
 def test_dd_run_reuses_the_baselines_round_one(smoke):
     ddlib.run(smoke(), verbose=False)
     assert round_one_path(smoke()) == round_one_path(smoke(dd=True, similar_k=2))
@@ -75,6 +79,7 @@ def test_checkpoint_with_a_pickled_object_is_refused(tmp_path):
         assert checkpoint.load(path) is None
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_config_is_not_resumed(smoke):
     cfg = smoke()
     full = ddlib.run(cfg, verbose=False)
@@ -87,6 +92,7 @@ def test_checkpoint_of_another_config_is_not_resumed(smoke):
     assert _accs(again) == _accs(full)  # recomputed from round 1 (shared), same numbers
 
 
+@pytest.mark.slow
 def test_a_run_held_by_another_process_waits_then_reads_the_result_back(smoke):
     import fcntl
     import threading
@@ -107,6 +113,7 @@ def test_a_run_held_by_another_process_waits_then_reads_the_result_back(smoke):
     assert second["wall_time_s"] == first["wall_time_s"]  # read back, not trained again
 
 
+@pytest.mark.slow
 def test_a_result_from_older_code_is_recomputed(smoke, monkeypatch):
     from ddlib import config
 
@@ -140,6 +147,7 @@ def _cli(results_dir: Path) -> list[str]:
 # ----------------------------------------------------------------------------- SIGKILL
 
 
+@pytest.mark.slow
 def test_sigkill_in_round_two_then_rerun_equals_uninterrupted(tmp_path: Path) -> None:
     killed_dir = tmp_path / "killed"
     cfg = RunConfig.resolve("smoke", threads=1, progress=False, results_dir=str(killed_dir))

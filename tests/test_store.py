@@ -169,6 +169,7 @@ def test_write_error_keeps_errno_and_kind() -> None:
 FAST = ["--epochs", "1", "--milestones", "1", "--threads", "1", "--no-progress"]
 
 
+@pytest.mark.slow
 def test_cli_reports_an_unwritable_results_dir(tmp_path: Path, capsys) -> None:
     blocker = tmp_path / "results"
     blocker.write_text("a file")
@@ -177,6 +178,7 @@ def test_cli_reports_an_unwritable_results_dir(tmp_path: Path, capsys) -> None:
     assert err.startswith("error: ") and str(blocker) in err and "Not a directory" in err
 
 
+@pytest.mark.slow
 def test_cli_reports_a_full_disk(tmp_path: Path, capsys, monkeypatch) -> None:
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -26,6 +26,7 @@ def _tiny_notebook(path):
     return path
 
 
+@pytest.mark.slow
 def test_failing_job_is_reported_and_the_others_finish(tmp_path):
     notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
     jobs = [sweep.Job(notebook, tmp_path / "out" / f"x{x}.ipynb", {"x": x}) for x in (1, 2, 3)]
@@ -49,6 +50,7 @@ def test_failing_job_is_reported_and_the_others_finish(tmp_path):
     assert sweep.report(again, say=print) == 1
 
 
+@pytest.mark.slow
 def test_a_missing_result_makes_a_job_run_again(tmp_path):
     notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
     result = tmp_path / "result.json"
@@ -60,6 +62,7 @@ def test_a_missing_result_makes_a_job_run_again(tmp_path):
     assert not sweep.is_current(sweep.Job(notebook, job.output, {"x": 4}, expects=(result,)))
 
 
+@pytest.mark.slow
 def test_unknown_parameter_fails_before_any_job_runs(tmp_path):
     notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
     jobs = [sweep.Job(notebook, tmp_path / "a.ipynb", {"x": 1}),
@@ -69,6 +72,7 @@ def test_unknown_parameter_fails_before_any_job_runs(tmp_path):
     assert not (tmp_path / "a.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_in_place_job_injects_nothing(tmp_path):
     notebook = _tiny_notebook(tmp_path / "tiny.ipynb")
     (outcome,) = sweep.run_jobs(sweep.in_place_jobs([notebook]), gpus=[], force=True,
@@ -183,6 +187,7 @@ def test_gpu_slots_pack_each_gpu_interleaved():
         sweep.gpu_slots(["0"], 0)
 
 
+@pytest.mark.slow
 def test_jobs_per_gpu_runs_that_many_at_once_on_one_gpu(tmp_path):
     """Three jobs on (fake) GPU 7 with --jobs-per-gpu 3: each waits until all three have
     started, so they pass only when packed side by side, all given CUDA_VISIBLE_DEVICES=7."""
