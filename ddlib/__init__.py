@@ -11,5 +11,5 @@ from .book import glue  # noqa: E402
 from .plan import describe, plan, run_all  # noqa: E402
 from .run import run  # noqa: E402
 
-__all__ = ["PROFILES", "RunConfig", "__version__", "average_table", "describe", "glue",
+__all__ = ["PROFILES", "RunConfig", "__version__", "average_table", "describe", "glue", "grid",
            "headline", "plan", "run", "run_all", "summary_table"]

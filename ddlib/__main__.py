@@ -20,20 +20,7 @@ from . import book_cache, config
 from .config import DATASETS, DEVICES, METHOD_ORDER, PROFILES, RunConfig
 from .bench import add_arguments as add_bench_flags
 from .sweep import add_arguments as add_sweep_flags
-
-
-_INT_LIMIT = 2**31 - 1  # every integer knob (epochs, sizes, seeds, k) fits in an int32
-
-
-def _int(text: str, low: int = -_INT_LIMIT, high: int = _INT_LIMIT) -> int:
-    """An integer flag; argparse reports a non-integer or one outside low..high (exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
-    if not low <= value <= high:
-        raise argparse.ArgumentTypeError(f"{text} is out of range {low}..{high}")
-    return value
+from .utils import int_flag
 
 
 def _finite_float(text: str) -> float:
@@ -48,7 +35,7 @@ def _finite_float(text: str) -> float:
 
 
 def _tuple_of_ints(text: str) -> tuple[int, ...]:
-    return tuple(_int(t) for t in text.split(",") if t.strip())
+    return tuple(int_flag(t) for t in text.split(",") if t.strip())
 
 
 def field_docs(source: str | None = None) -> dict[str, tuple[str, str]]:
@@ -124,7 +111,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, type=_tuple_of_ints, default=None, metavar="E1,E2",
                                help=text)
         else:
-            convert = (_int if kind.startswith("int") else
+            convert = (int_flag if kind.startswith("int") else
                        _finite_float if kind.startswith("float") else str)
             metavar = "{" + ",".join(CHOICES[f.name]) + "}" if f.name in CHOICES else None
             group.add_argument(flag, type=convert, default=None, metavar=metavar, help=text)

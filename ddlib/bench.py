@@ -38,6 +38,7 @@ from . import engine
 from .augment import Augment
 from .data import CIFAR_MEAN, CIFAR_STD
 from .models import LinearHead, Net, ResNet32
+from .utils import int_flag
 
 BATCH = 128
 TINY = dict(batch=16, size=16, width=0.25)  # dry runs: the plumbing, in seconds
@@ -545,33 +546,17 @@ def _table(report: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------ command
 
-def _bounded(low: int, high: int = 10**6) -> Callable[[str], int]:
-    """An integer flag in low..high (argparse reports anything else, exit 2)."""
-    import argparse
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is out of range {low}..{high}")
-        return value
-
-    return parse
-
-
 def add_arguments(parser: Any) -> None:
     """Flags of `python -m ddlib bench`."""
-    parser.add_argument("--steps", type=_bounded(1), default=10,
+    parser.add_argument("--steps", type=lambda t: int_flag(t, 1, 10**6), default=10,
                         help="timed training steps per pipeline (default: 10)")
-    parser.add_argument("--repeats", type=_bounded(1), default=3,
+    parser.add_argument("--repeats", type=lambda t: int_flag(t, 1, 10**6), default=3,
                         help="rates are the best of this many interleaved measurements")
-    parser.add_argument("--threads", type=_bounded(0, 1024), default=0,
+    parser.add_argument("--threads", type=lambda t: int_flag(t, 0, 1024), default=0,
                         help="torch threads; 0 = torch's default, all cores: a measurement "
                              "of the machine, not a stored run (default: 0)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda")
-    parser.add_argument("--workers", type=_bounded(0, 1024), default=0,
+    parser.add_argument("--workers", type=lambda t: int_flag(t, 0, 1024), default=0,
                         help="DataLoader workers of the toolbox loop")
     parser.add_argument("--compile", action="store_true", help="also time compiled steps")
     parser.add_argument("--e2e", action="store_true",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -108,3 +109,17 @@ def progress(iterable: Iterable, *, enabled: bool = True, **kwargs: Any):
 
     disable = not enabled or os.environ.get("TQDM_DISABLE") == "1"
     return tqdm(iterable, disable=disable, leave=False, **kwargs)
+
+
+INT_LIMIT = 2**31 - 1  # every integer knob (epochs, sizes, seeds, k) fits in an int32
+
+
+def int_flag(text: str, low: int = -INT_LIMIT, high: int = INT_LIMIT) -> int:
+    """An integer flag; argparse reports a non-integer or one outside low..high (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is out of range {low}..{high}")
+    return value
