@@ -12,6 +12,7 @@ teachers, loss terms and their backward) through `torch.compile` (CUDA graphs on
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from collections import deque
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .augment import Augment
 from .utils import progress
 
@@ -135,10 +137,14 @@ class DeviceData:
             return self.train_x[torch.as_tensor(idx, device=self.device)]
         return self._upload(self._read(idx))
 
-    def batches(self, order: Tensor, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def batches(self, order: Tensor, batch_size: int, shard: Callable[[int], slice] | None = None
+                ) -> Iterator[tuple[Tensor, Tensor]]:
         """(images, labels) of consecutive `batch_size` slices of `order`. Images on disk
         are read READ_AHEAD batches ahead by as many threads (disk reads overlap each other
-        and the training step); they arrive in order, so training is the same as from memory."""
+        and the training step); they arrive in order, so training is the same as from memory.
+        `shard(n)` (DDP): the part of an n-image batch this rank trains on; images on disk are
+        read for it alone, the rest of the batch is zeros (kept so that the augmentation
+        draws the whole batch's random numbers, as every rank must)."""
         slices = [slice(start, start + batch_size) for start in range(0, len(order), batch_size)]
         if not self.on_disk:
             for part in slices:
@@ -147,13 +153,20 @@ class DeviceData:
             return
         host_order = order.cpu().numpy()
         with ThreadPoolExecutor(max_workers=READ_AHEAD) as readers:
-            ahead = deque(readers.submit(self._read, host_order[part])
-                          for part in slices[:READ_AHEAD])
+            keep = [slice(None) if shard is None else shard(len(host_order[part]))
+                    for part in slices]
+            ahead = deque(readers.submit(self._read, host_order[part][kept])
+                          for part, kept in zip(slices[:READ_AHEAD], keep))
             for i, part in enumerate(slices):
-                images = ahead.popleft().result()
+                images = self._upload(ahead.popleft().result())
                 if i + READ_AHEAD < len(slices):
-                    ahead.append(readers.submit(self._read, host_order[slices[i + READ_AHEAD]]))
-                yield self._upload(images), self.train_y[order[part]]
+                    ahead.append(readers.submit(self._read, host_order[slices[i + READ_AHEAD]]
+                                                [keep[i + READ_AHEAD]]))
+                if shard is not None:
+                    whole = images.new_zeros((len(order[part]), *images.shape[1:]))
+                    whole[keep[i]] = images
+                    images = whole
+                yield images, self.train_y[order[part]]
 
     def _read(self, idx: np.ndarray | Tensor) -> Tensor:
         """The images at `idx` from disk, as a (pinned, on CUDA) NHWC host tensor."""
@@ -205,34 +218,92 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
     opt = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum,
                           weight_decay=schedule.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(schedule.milestones), gamma=0.1)
-    step_loss = _Captured(loss_fn, device, desc) if data.compile else loss_fn
+    ddp = distributed.active()  # torchrun, several ranks: see _replicated
+    if data.compile and ddp:
+        warnings.warn("compile is off under DDP: steps run eagerly", RuntimeWarning, stacklevel=2)
+    step_loss = _Captured(loss_fn, device, desc) if data.compile and not ddp else loss_fn
     history: list[dict[str, float]] = []
     model.train()
-    for epoch in progress(range(schedule.epochs), enabled=show_progress, desc=desc):
-        chosen = indices(epoch) if callable(indices) else indices
-        chosen = torch.as_tensor(chosen, device=device)
-        order = chosen[torch.randperm(len(chosen), generator=generator).to(device)]
-        sums: dict[str, Tensor] = {}
-        steps = 0
-        for images, labels in data.batches(order, schedule.batch_size):
-            x = data.layout(data.augment.train(images, generator))
-            with data.autocast():
-                # the epoch's last, smaller batch runs eagerly: one graph per train() call
-                fn = step_loss if len(labels) == schedule.batch_size else loss_fn
-                loss, parts = fn(x, labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for key, value in {"loss": loss.detach(), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value.float()
-            steps += 1
-        sched.step()
-        means = {k: float(v) / max(steps, 1) for k, v in sums.items()}  # one sync per epoch
-        if not np.isfinite(means.get("loss", 0.0)):
-            raise FloatingPointError(f"non-finite loss in {desc}, epoch {epoch + 1}: {means}")
-        history.append(means)
+    with _replicated(model):
+        for epoch in progress(range(schedule.epochs), enabled=show_progress and
+                              distributed.is_main(), desc=desc):
+            chosen = indices(epoch) if callable(indices) else indices
+            chosen = torch.as_tensor(chosen, device=device)
+            order = chosen[torch.randperm(len(chosen), generator=generator).to(device)]
+            sums: dict[str, Tensor] = {}
+            steps = 0
+            for images, labels in data.batches(order, schedule.batch_size, shard=_shard if ddp
+                                               else None):
+                x = data.augment.train(images, generator)
+                share = 1.0  # this rank's share of the global batch
+                if ddp:  # augmented whole (same draws as one process), trained on a shard
+                    if len(labels) < distributed.world_size():
+                        continue  # a last batch smaller than the ranks is dropped
+                    part = _shard(len(labels))
+                    share = (part.stop - part.start) / len(labels)
+                    x, labels = x[part], labels[part]
+                x = data.layout(x)
+                with data.autocast():
+                    # the epoch's last, smaller batch runs eagerly: one graph per train() call
+                    fn = step_loss if len(labels) == schedule.batch_size else loss_fn
+                    loss, parts = fn(x, labels)
+                opt.zero_grad(set_to_none=True)
+                # DDP averages the ranks' gradients; weighting each by its share makes that
+                # the global batch's mean when a batch splits unevenly (else the factor is 1)
+                (loss * (share * distributed.world_size()) if ddp else loss).backward()
+                opt.step()
+                for key, value in {"loss": loss.detach(), **parts}.items():
+                    value = value.float() * share if ddp else value.float()
+                    sums[key] = sums.get(key, 0.0) + value
+                steps += 1
+            sched.step()
+            if ddp and sums:  # the global batches' means, as one process logs them
+                total = distributed.all_reduce_sum(torch.stack([sums[k] for k in sorted(sums)]))
+                sums = dict(zip(sorted(sums), total))
+            means = {k: float(v) / max(steps, 1) for k, v in sums.items()}  # one sync per epoch
+            if not np.isfinite(means.get("loss", 0.0)):
+                raise FloatingPointError(f"non-finite loss in {desc}, epoch {epoch + 1}: {means}")
+            history.append(means)
     model.eval()
     return history
+
+
+def _shard(size: int) -> slice:
+    return distributed.shard(size, distributed.rank(), distributed.world_size())
+
+
+@contextlib.contextmanager
+def _replicated(model: nn.Module) -> Iterator[None]:
+    """Under DDP (`ddlib.distributed`), every `model(...)` call inside runs through one
+    DistributedDataParallel wrapper (built per train() call: the head grows every round).
+    The loss functions call the model itself (a method's step, the expert's loss), so its
+    `forward` is routed to the wrapper, which calls the original back. BatchNorm statistics
+    are per rank (torch's SyncBatchNorm is CUDA-only): on exit every rank takes rank 0's
+    weights and statistics. Without DDP it does nothing."""
+    if not distributed.active():
+        yield
+        return
+    device = next(model.parameters()).device
+    wrapper = nn.parallel.DistributedDataParallel(
+        model, device_ids=[device] if device.type == "cuda" else None)
+    inner, inside = model.forward, False
+
+    def routed(*args, **kwargs):
+        nonlocal inside
+        if inside:  # the wrapper calling the module
+            return inner(*args, **kwargs)
+        inside = True
+        try:
+            return wrapper(*args, **kwargs)
+        finally:
+            inside = False
+
+    model.forward = routed
+    try:
+        yield
+    finally:
+        del model.forward
+        distributed.broadcast_module(model)
 
 
 class _Captured:

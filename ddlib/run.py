@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, checkpoint, results
+from . import __version__, checkpoint, distributed, results
 from .config import IMAGENET_DATASETS, RunConfig
 from .engine import READ_AHEAD, DeviceData
 from .methods import METHODS
@@ -79,7 +79,10 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     """Train and evaluate `cfg` round by round, resuming from its checkpoints; write and
     return its result record. An existing result of the same config is returned as is."""
     cfg.validate()
-    say = tqdm.write if verbose else (lambda _: None)
+    if distributed.launched():  # torchrun: join the ranks, which must all run this config
+        distributed.init(pick_device(cfg.device))
+        distributed.check_same_config(cfg.identity())
+    say = tqdm.write if verbose and distributed.is_main() else (lambda _: None)
     store = results.result_path(cfg)
     try:  # an unwritable results folder must fail now, not after round 1 trained
         store.parent.mkdir(parents=True, exist_ok=True)
@@ -88,10 +91,11 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     twin = results.trained_by(cfg)
     if twin is not None:
         return _read_as(cfg, run(twin, verbose=verbose), say)
-    device = pick_device(cfg.device)
+    device = distributed.init(pick_device(cfg.device))  # this rank's device under torchrun
     cfg = dataclasses.replace(cfg, precision=cfg.ran_precision())  # the result says which ran
     scenario = load_scenario(cfg)  # every input error surfaces here, before training
-    with _exclusive(store, say):
+    # under torchrun rank 0 holds the lock for all ranks (they would wait on each other)
+    with _exclusive(store, say) if distributed.is_main() else contextlib.nullcontext():
         return _run(cfg, scenario, store, device, say)
 
 
@@ -104,7 +108,7 @@ def _read_as(cfg: RunConfig, trained: dict[str, Any], say: Callable[[str], None]
     payload.update(identity=cfg.identity(), config=cfg.as_dict(), inference=inference,
                    trained_as={"method": trained["config"]["method"],
                                "identity": trained["identity"]})
-    path = results.save(cfg, payload)
+    path = results.save(cfg, payload) if distributed.is_main() else results.result_path(cfg)
     say(f"{cfg.run_name}: same training as {trained['config']['method']}, read with "
         f"{inference} inference; average incremental accuracy "
         f"{payload['avg_inc_acc'][inference]:.2f}  -> {display_path(path)}")
@@ -129,6 +133,7 @@ def _exclusive(store: Path, say: Callable[[str], None]) -> Iterator[None]:
 
 def _run(cfg: RunConfig, scenario: Scenario, store: Path, device: torch.device,
          say: Callable[[str], None]) -> dict[str, Any]:
+    distributed.barrier()  # torchrun: every rank reads the store once rank 0 holds its lock
     if not cfg.fresh and store.is_file():
         try:
             payload = results.read(store)
@@ -153,19 +158,26 @@ def _run(cfg: RunConfig, scenario: Scenario, store: Path, device: torch.device,
         say(f"training images ({arrays.train_x.nbytes / 2**30:.1f} GiB) stay in the disk cache, "
             f"memory-mapped, read {READ_AHEAD} batches ahead")
     records = [] if cfg.fresh else _resume(cfg, method, scenario.num_rounds, say)
+    resumed = distributed.all_gather_object(len(records))
+    if len(set(resumed)) > 1:
+        raise RuntimeError(f"the ranks resumed after different rounds {resumed}: their "
+                           "checkpoint folders differ (every rank must see the same disk)")
     say(ROUND_HEADER)
     for rec in records:
         say(round_row(rec))
     start = time.perf_counter()
     rounds = tqdm(range(len(records) + 1, scenario.num_rounds + 1), desc=cfg.run_name,
-                  leave=False, disable=not cfg.progress)
+                  leave=False, disable=not cfg.progress or not distributed.is_main())
     for round_idx in rounds:
         rec = method.fit_round(round_idx)
         records.append(rec)
-        state = {**method.state(), "records": records, "identity": cfg.identity()}
-        checkpoint.save(checkpoint_path(cfg, round_idx), state)
-        if round_idx == 1:
-            checkpoint.save(round_one_path(cfg), {**state, "identity": cfg.round_one_identity()})
+        distributed.share_round(method, rec)  # torchrun: all ranks continue with rank 0's state
+        if distributed.is_main():
+            state = {**method.state(), "records": records, "identity": cfg.identity()}
+            checkpoint.save(checkpoint_path(cfg, round_idx), state)
+            if round_idx == 1:
+                checkpoint.save(round_one_path(cfg),
+                                {**state, "identity": cfg.round_one_identity()})
         say(round_row(rec))
     accs = {rule: [r[f"acc_{rule}"] for r in records] for rule in ("cnn", "nme")}
     payload = {
@@ -176,7 +188,8 @@ def _run(cfg: RunConfig, scenario: Scenario, store: Path, device: torch.device,
         "config": cfg.as_dict(),
         "inference": method.inference,
         "env": {"device": str(device), "torch": torch.__version__,
-                "python": platform.python_version(), "threads": torch.get_num_threads()},
+                "python": platform.python_version(), "threads": torch.get_num_threads(),
+                **({"ranks": distributed.world_size()} if distributed.active() else {})},
         "class_order": scenario.order.tolist(),
         "class_names": list(arrays.class_names),
         "coarse": None if arrays.coarse is None else arrays.coarse.tolist(),
@@ -187,7 +200,8 @@ def _run(cfg: RunConfig, scenario: Scenario, store: Path, device: torch.device,
         "wall_time_s": round(time.perf_counter() - start, 2),
         "train_time_s": round(sum(r["time"]["total"] for r in records), 2),
     }
-    path: Path = results.save(cfg, payload)
+    path: Path = results.save(cfg, payload) if distributed.is_main() else store
+    distributed.barrier()  # the result file exists when any rank returns
     say(f"average incremental accuracy ({method.inference}): "
         f"{payload['avg_inc_acc'][method.inference]:.2f}  -> {display_path(path)}")
     return payload

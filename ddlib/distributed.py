@@ -1,0 +1,177 @@
+"""One run over many processes: `torchrun ... -m ddlib run ...` (PyTorch's DistributedDataParallel).
+
+Inert unless torchrun started this process with WORLD_SIZE > 1: every function then answers
+as for a single process (rank 0 of 1) and nothing is communicated.
+
+The division of work (engine.train, run.py):
+- training (classifier, both expert stages): DDP; each epoch's permutation and each global
+  batch's augmentation are drawn identically on every rank from the run's seeded generator,
+  and every rank trains on its contiguous shard of the global batch (`shard`);
+- every other step (herding, class means, similar-class selection, BiC's split and stage 2,
+  evaluation) runs on every rank on identical weights; after each round rank 0's state is
+  broadcast (`share_round`), after checking that every rank computed the same;
+- only rank 0 writes results, checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+# Each rank writes its per-round state digests (before rank 0's state is shared) to
+# <dir>/rank<r>.json when this variable names a folder: the tests compare them.
+DIGESTS_ENV = "DDLIB_RANK_DIGESTS"
+
+
+def launched() -> bool:
+    """Whether torchrun started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    return launched() and dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init(device: torch.device) -> torch.device:
+    """Join torchrun's process group (NCCL on CUDA, gloo on CPU) when launched by it; return
+    this rank's device (cuda:LOCAL_RANK on CUDA). A single process gets `device` back."""
+    if not launched() or active():
+        return _rank_device(device)
+    if device.type == "cuda":
+        local, per_node = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
+        visible = torch.cuda.device_count()
+        if per_node > visible:
+            raise RuntimeError(f"--nproc_per_node={per_node} but this node has {visible} "
+                               "visible GPU(s): start at most one process per GPU")
+        torch.cuda.set_device(local)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            timeout=datetime.timedelta(minutes=30))
+    return _rank_device(device)
+
+
+def _rank_device(device: torch.device) -> torch.device:
+    if device.type == "cuda" and launched():
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank (picklable objects)."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    if not active():
+        return [obj]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of `tensor` over the ranks, in place (returned for chaining)."""
+    if active():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Rank 0's parameters and buffers (BatchNorm statistics) on every rank."""
+    if not active():
+        return
+    for tensor in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
+def shard(size: int, r: int, n: int) -> slice:
+    """Rank `r`'s contiguous slice (of `n` ranks) of a global batch of `size` images: the
+    first size % n ranks take one image more."""
+    base, extra = divmod(size, n)
+    start = r * base + min(r, extra)
+    return slice(start, start + base + (r < extra))
+
+
+def check_same_config(identity: str) -> None:
+    """Raise when the ranks were started with different run configurations."""
+    identities = all_gather_object(identity)
+    if len(set(identities)) > 1:
+        raise ValueError(f"the {len(identities)} ranks run different configurations "
+                         f"(identities by rank: {identities}); start every rank with the "
+                         "same flags")
+
+
+def _digest(value: Any) -> str:
+    h = hashlib.sha256()
+    if isinstance(value, dict):
+        for key in sorted(value, key=str):
+            h.update(str(key).encode() + _digest(value[key]).encode())
+    elif isinstance(value, torch.Tensor):
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    else:
+        h.update(json.dumps(value, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def _to_cpu(value: Any) -> Any:
+    """`value` with every tensor on the CPU (a CUDA tensor would unpickle onto rank 0's GPU)."""
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value.cpu() if isinstance(value, torch.Tensor) else value
+
+
+def share_round(method, record: dict) -> None:
+    """After a round: check that every rank computed the same state (weights, exemplars,
+    class means, similar-class pairs), warn naming what differs, then give every rank rank
+    0's state, so that ranks can never drift apart between rounds."""
+    if not active():
+        return
+    state = method.state()
+    mine = {"weights": _digest(state["model"]), "exemplars": _digest(state["memory"]),
+            "class_means": _digest(state["class_means"]),
+            "similar_pairs": _digest(record.get("similar_pairs"))}
+    folder = os.environ.get(DIGESTS_ENV)
+    if folder:
+        path = Path(folder) / f"rank{rank()}.json"
+        done = json.loads(path.read_text()) if path.is_file() else []
+        path.write_text(json.dumps(done + [{"round": record.get("round"), **mine}]))
+    everyone = all_gather_object(mine)
+    differ = [key for key in mine if len({d[key] for d in everyone}) > 1]
+    if differ and is_main():
+        warnings.warn(f"round {record.get('round')}: the ranks' {', '.join(differ)} differ "
+                      "(non-deterministic kernels?); every rank continues with rank 0's",
+                      RuntimeWarning, stacklevel=2)
+    shared = broadcast_object(_to_cpu(state) if is_main() else None)
+    if not is_main():
+        method.load_state(shared)
