@@ -178,3 +178,27 @@ def test_killed_rank_resumes_from_last_finished_round(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed after round" in done.stdout + done.stderr
     assert len(json.loads(next(results.rglob("order0.json")).read_text())["rounds"]) == 4
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(RuntimeError, match="--nproc_per_node=3 but this node has 2"):
+        distributed.init(torch.device("cuda"))
+
+
+def test_ranks_with_different_configs_fail(tmp_path):
+    script = tmp_path / "configs.py"
+    script.write_text(textwrap.dedent("""
+        import torch
+        from ddlib import distributed
+        distributed.init(torch.device("cpu"))
+        distributed.check_same_config("same")
+        distributed.check_same_config(f"config of rank {distributed.rank()}")
+    """))
+    done = subprocess.run(_torchrun([str(script)]), capture_output=True, text=True,
+                          env=_env(PYTHONPATH=str(ROOT)), timeout=TIMEOUT)
+    assert done.returncode != 0
+    assert "ranks run different configurations" in done.stderr
