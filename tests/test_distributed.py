@@ -134,7 +134,7 @@ def test_smoke_run_under_torchrun(tmp_path, method):
     digests = tmp_path / "digests"
     digests.mkdir()
     two, one = tmp_path / "two", tmp_path / "one"
-    done = subprocess.run(_torchrun(_run_cmd(method, two)), cwd=ROOT, capture_output=True,
+    done = subprocess.run(_torchrun(_run_cmd(method, two)), cwd=ROOT, check=False, capture_output=True,
                           text=True, env=_env(**{distributed.DIGESTS_ENV: str(digests)}),
                           timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -164,8 +164,8 @@ def test_killed_rank_resumes_from_last_finished_round(tmp_path):
     while not (ckpt / "round02.pt").exists():  # round 3 is running
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.5)
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                              text=True).stdout.split()
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], check=True,
+                              capture_output=True, text=True).stdout.split()
     workers = [int(p) for p in children
                if b"ddlib" in Path(f"/proc/{p}/cmdline").read_bytes()]
     assert len(workers) == 2
@@ -173,7 +173,7 @@ def test_killed_rank_resumes_from_last_finished_round(tmp_path):
     stderr = proc.communicate(timeout=TIMEOUT)[1]
     assert proc.returncode != 0
     assert not (ckpt / "round04.pt").exists() and not list(results.rglob("order0.json")), stderr
-    done = subprocess.run(_torchrun(_run_cmd("icarl", results)), cwd=ROOT, capture_output=True,
+    done = subprocess.run(_torchrun(_run_cmd("icarl", results)), cwd=ROOT, check=False, capture_output=True,
                           text=True, env=_env(), timeout=TIMEOUT)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed after round" in done.stdout + done.stderr
@@ -198,7 +198,8 @@ def test_ranks_with_different_configs_fail(tmp_path):
         distributed.check_same_config("same")
         distributed.check_same_config(f"config of rank {distributed.rank()}")
     """))
-    done = subprocess.run(_torchrun([str(script)]), capture_output=True, text=True,
+    done = subprocess.run(_torchrun([str(script)]), check=False,
+                          capture_output=True, text=True,
                           env=_env(PYTHONPATH=str(ROOT)), timeout=TIMEOUT)
     assert done.returncode != 0
     assert "ranks run different configurations" in done.stderr
