@@ -8,6 +8,7 @@ Loaders: ``synthetic`` (the embedded default, see DESIGN.md), ``cifar100`` and `
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass, replace
@@ -281,11 +282,14 @@ def arrays(path: str | Path) -> ImageArrays:
     with npz:
         missing = [k for k in _NPZ_KEYS[:4] if k not in npz.files]
         unknown = [k for k in npz.files if k not in _NPZ_KEYS]
-        if missing or unknown:
-            raise ValueError(f"{path}: missing key(s) {missing}, unknown key(s) {unknown}; "
+        if missing:
+            raise ValueError(f"{path}: missing key(s) {missing} (unknown key(s) {unknown}); "
                              f"expected {', '.join(_NPZ_KEYS[:4])}, optionally coarse, class_names")
+        if unknown:  # notes beside the data (a `meta` key, say) are common: not an error
+            warnings.warn(f"{path}: ignoring key(s) {unknown}; ddlib reads "
+                          f"{', '.join(_NPZ_KEYS)}", stacklevel=2)
         d = {}
-        for k in npz.files:
+        for k in (k for k in npz.files if k in _NPZ_KEYS):
             try:
                 d[k] = npz[k]
             except ValueError as err:  # object arrays need pickle, refused for safety

@@ -311,7 +311,7 @@ BAD_NPZ = {
     "coarse length": (lambda d: {**d, "coarse": np.array([0, 1, 1])}, "coarse"),
     "class_names length": (lambda d: {**d, "class_names": np.array(["a", "b"])}, "class_names"),
     "image size mismatch": (lambda d: {**d, "test_x": d["test_x"][:, :4]}, "test_x"),
-    "unknown key": (lambda d: {**d, "train_X": d["train_x"]}, "train_X"),
+    "misspelt key": (lambda d: {**_drop(d, "train_x"), "train_X": d["train_x"]}, "train_x"),
     "pickled objects": (lambda d: {**d, "class_names": d["class_names"].astype(object)},
                         "class_names"),
 }
@@ -323,6 +323,14 @@ def test_arrays_rejects_malformed_files(tmp_path: Path, case: str) -> None:
     np.savez(tmp_path / "bad.npz", **make(valid_npz()))
     with pytest.raises(ValueError, match=key):
         arrays(tmp_path / "bad.npz")
+
+
+def test_arrays_warns_about_and_ignores_keys_it_does_not_read(tmp_path: Path) -> None:
+    np.savez(tmp_path / "meta.npz", **valid_npz(), meta=np.array(["made by gen.py, seed 3"]))
+    with pytest.warns(UserWarning, match=r"ignoring key\(s\) \['meta'\]"):
+        data = arrays(tmp_path / "meta.npz")
+    np.savez(tmp_path / "plain.npz", **valid_npz())
+    assert np.array_equal(data.train_x, arrays(tmp_path / "plain.npz").train_x)
 
 
 def test_arrays_missing_file(tmp_path: Path) -> None:

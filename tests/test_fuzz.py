@@ -104,7 +104,8 @@ NPZ_CASES: dict[str, tuple[bytes | Callable[[Path], None], str]] = {
     # keys
     "missing test_y": (_drop("test_y"), "test_y"),
     "no required key": (_npz_bytes({"foo": np.arange(3)}), "missing key(s)"),
-    "unknown key": (_with(extra=np.arange(3)), "extra"),
+    "misspelt key": (_npz_bytes({**{k: v for k, v in V.items() if k != "test_y"},
+                                 "test_Y": V["test_y"]}), "test_y"),
     # pickled object arrays (would need allow_pickle)
     "object labels": (_with(train_y=V["train_y"].astype(object)), "train_y"),
     "object images": (_with(train_x=V["train_x"].astype(object)), "train_x"),
