@@ -25,7 +25,7 @@ import numpy as np
 
 from . import analysis
 from . import results as store
-from .names import METHOD_NAMES
+from .names import DATASET_LABELS, METHOD_NAMES
 from .config import (
     DATASETS,
     IMAGENET_DATASETS,
@@ -39,10 +39,6 @@ from .plan import plan, run_all
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
 # Datasets as the pages and figures name them (the paper's names).
-DATASET_LABELS = {"synthetic": "synthetic", "cifar100": "CIFAR-100", "arrays": "arrays",
-                  "imagenet100": "ImageNet-Subset", "imagenet": "ImageNet-1k"}
-
-
 def glue(values: dict[str, Any]) -> None:
     """Glue every `key: value` for this page's prose (hidden outputs)."""
     try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 METHOD_NAMES = {"lwf": "LwF", "icarl": "iCaRL", "ucir": "UCIR", "bic": "BiC"}  # paper order
 DATASETS = ("synthetic", "cifar100", "arrays", "imagenet100", "imagenet")
 IMAGENET_DATASETS = ("imagenet100", "imagenet")  # ResNet-18, random-resized crop (PROTOCOL)
+DATASET_LABELS = {"synthetic": "synthetic", "cifar100": "CIFAR-100", "arrays": "arrays",
+                  "imagenet100": "ImageNet-Subset", "imagenet": "ImageNet-1k"}
 DEFAULT_SIMILAR_K = 1  # the paper's k
 
 

@@ -22,9 +22,8 @@ from matplotlib.figure import Figure
 
 from . import analysis
 from .analysis import Results
-from .book import DATASET_LABELS
 from .config import METHOD_ORDER
-from .names import METHOD_NAMES, display_name, run_name
+from .names import DATASET_LABELS, METHOD_NAMES, display_name, run_name
 
 BASELINE, DD = "#1f77b4", "#ff7f0e"  # matplotlib's first two colours, as in the seed
 METHOD_COLORS = {"lwf": "#2ca02c", "icarl": "#1f77b4", "ucir": "#9467bd", "bic": "#d62728"}
