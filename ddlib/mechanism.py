@@ -121,14 +121,14 @@ def method_summary(runs: list[dict]) -> pd.DataFrame:
         gain = (np.mean([r["avg_inc_acc"][rule] for r in dd])
                 - np.mean([r["avg_inc_acc"][rule] for r in base]))
         rows.append({"Method": label, "Orders": int(table["orders"].iloc[0]),
-                     "Expert on its t classes": table["expert"].mean(),
-                     "Baseline on them": table["baseline classifier"].mean(),
-                     "+DD on them": table["+DD classifier"].mean(),
-                     "Expert lead": table["expert lead"].mean(),
+                     "Expert": table["expert"].mean(),
+                     "Baseline": table["baseline classifier"].mean(),
+                     "+DD": table["+DD classifier"].mean(),
+                     "Lead": table["expert lead"].mean(),
                      "Rounds led": f"{int((table['expert lead'] > 0).sum())} of {len(table)}",
-                     "Confusion errors": change["confusion_change_pct"],
-                     "Forgetting errors": change["forgetting_change_pct"],
-                     "DD gain (avg. inc. acc.)": gain})
+                     "Confusion %": change["confusion_change_pct"],
+                     "Forgetting %": change["forgetting_change_pct"],
+                     "DD gain": gain})
     if not rows:
         raise ValueError("no method has both a baseline and a +DD (k=1) run here")
     return pd.DataFrame(rows)
