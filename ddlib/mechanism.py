@@ -14,10 +14,11 @@ import pandas as pd
 import torch
 
 from . import results
-from .analysis import as_results, one_result
+from .analysis import as_results, one_result, table2, table2_change
 from .config import RunConfig
 from .engine import infer
 from .gradcam import load_round_model
+from .names import METHOD_NAMES
 
 
 def _trained_run(run: dict | str | Path) -> dict | str | Path:
@@ -87,8 +88,6 @@ def _arms(runs: list[dict], method: str) -> tuple[list[dict], list[dict]]:
 def round_table(runs: list[dict]) -> pd.DataFrame:
     """`mechanism_table` of every method with both arms in `runs`, one row per (method,
     round), for reading."""
-    from .names import METHOD_NAMES
-
     frames = []
     for method, label in METHOD_NAMES.items():
         base, dd = _arms(runs, method)
@@ -107,9 +106,6 @@ def method_summary(runs: list[dict]) -> pd.DataFrame:
     expert's mean accuracy on its t classes, the baseline's and the +DD classifier's on the
     same classes, the expert's lead, DD's change of confusion and forgetting errors (Table 2
     split, summed over rounds 2..R) and DD's gain in average incremental accuracy."""
-    from .analysis import table2, table2_change
-    from .names import METHOD_NAMES
-
     rows = []
     for method, label in METHOD_NAMES.items():
         base, dd = _arms(runs, method)

@@ -19,6 +19,7 @@ import pandas as pd
 
 from . import analysis, results
 from .config import PROFILES, RunConfig, check_choice
+from .run import run
 from .utils import display_path, progress
 
 # Classes of the datasets whose size is known without loading them (for early checks).
@@ -77,8 +78,6 @@ def plan(profile: str, *, method: str | Sequence[str], dataset: str | None = Non
 def run_all(runs: Iterable[RunConfig], *, verbose: bool = True) -> list[dict[str, Any]]:
     """`ddlib.run` each config in turn (finished runs are read back from the store); the
     first error stops everything, so a notebook fails loudly."""
-    from .run import run  # torch is imported here, not by `plan`
-
     runs = list(runs)
     return [run(cfg, verbose=verbose) for cfg in progress(runs, desc="runs", total=len(runs))]
 

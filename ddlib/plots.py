@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from . import analysis
 from .analysis import Results
 from .config import METHOD_ORDER
+from .convergence import STAGES, curves
 from .names import DATASET_LABELS, METHOD_NAMES, display_name, run_name
 
 BASELINE, DD = "#1f77b4", "#ff7f0e"  # matplotlib's first two colours, as in the seed
@@ -321,8 +322,6 @@ def pair_superclass_share(results: Results) -> Figure:
 def training_curves(result: Any) -> Figure:
     """Training loss (top) and accuracy (bottom) per epoch of every stage of one run: the
     classifier, the expert's stage A and stage B; one line per round, later rounds darker."""
-    from .convergence import STAGES, curves
-
     record = analysis.one_result(result)
     frame = curves(record)
     stages = [s for s in STAGES if s in set(frame["stage"])]

@@ -37,7 +37,7 @@ def load_scenario(cfg: RunConfig) -> Scenario:
                           **sizes)
     cfg.check_against(arrays.num_classes)
     return Scenario.build(arrays, order=cfg.order, init_classes=cfg.init_classes,
-                               increment=cfg.increment, class_order_seed=cfg.class_order_seed)
+                          increment=cfg.increment, class_order_seed=cfg.class_order_seed)
 
 
 def checkpoint_path(cfg: RunConfig, round_idx: int) -> Path:
@@ -79,8 +79,8 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     """Train and evaluate `cfg` round by round, resuming from its checkpoints; write and
     return its result record. An existing result of the same config is returned as is."""
     cfg.validate()
-    if distributed.launched():  # torchrun: join the ranks, which must all run this config
-        distributed.init(pick_device(cfg.device))
+    device = distributed.init(pick_device(cfg.device))  # this rank's device under torchrun
+    if distributed.active():  # the ranks must all run this config
         distributed.check_same_config(cfg.identity())
     say = tqdm.write if verbose and distributed.is_main() else (lambda _: None)
     store = results.result_path(cfg)
@@ -91,7 +91,6 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     twin = results.trained_by(cfg)
     if twin is not None:
         return _read_as(cfg, run(twin, verbose=verbose), say)
-    device = distributed.init(pick_device(cfg.device))  # this rank's device under torchrun
     cfg = dataclasses.replace(cfg, precision=cfg.ran_precision())  # the result says which ran
     scenario = load_scenario(cfg)  # every input error surfaces here, before training
     # under torchrun rank 0 holds the lock for all ranks (they would wait on each other)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ddlib import results
 from ddlib.convergence import last_fifth_change
+from ddlib.names import run_name
 from ddlib.plan import plan
 from ddlib.run import run
 
@@ -36,7 +37,7 @@ ARMS: dict[str, tuple[dict, tuple[str, ...], tuple[bool, ...]]] = {
 
 def summarise(result: dict) -> dict:
     rounds = result["rounds"]
-    out = {"run": result["config"]["method"] + ("+dd" if result["config"]["dd"] else ""),
+    out = {"run": run_name(result["config"]["method"], result["config"]["dd"]),
            "avg_inc_acc": result["avg_inc_acc"], "last_acc": result["last_acc"],
            "train_time_s": result["train_time_s"],
            "classifier_last_fifth_change": [last_fifth_change([e["loss"] for e in r["history_classifier"]])
