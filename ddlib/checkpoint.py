@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .utils import atomic_write
+from .utils import atomic_write, display_path
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
@@ -28,7 +28,7 @@ def load(path: Path) -> dict[str, Any] | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, bad pickle, refused global: all mean "redo"
-        warnings.warn(f"ignoring unreadable checkpoint {path} ({type(err).__name__}: {err}); "
+        warnings.warn(f"ignoring unreadable checkpoint {display_path(path)} ({type(err).__name__}: {err}); "
                       "its round will be recomputed", stacklevel=2)
         return None
 

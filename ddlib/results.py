@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import RunConfig
 from .names import run_name
-from .utils import resolve_path, write_json_atomic
+from .utils import display_path, resolve_path, write_json_atomic
 
 SCHEMA_VERSION = 1
 
@@ -119,7 +119,8 @@ def load(results_dir: str | Path = "results", **match: Any):
         except (KeyError, TypeError) as err:
             skipped.append((path, f"{path}: malformed result ({type(err).__name__}: {err})"))
     if skipped:
-        warnings.warn(f"results.load skipped {len(skipped)} file(s) under {results_dir} "
+        warnings.warn(f"results.load skipped {len(skipped)} file(s) under "
+                      f"{display_path(resolve_path(results_dir))} "
                       f"(listed in frame.attrs['skipped']), e.g. {skipped[0][1]}", stacklevel=2)
     frame = pd.DataFrame(rows)
     frame.attrs["skipped"] = skipped
