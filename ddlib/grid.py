@@ -1,10 +1,12 @@
 """The book's experiment grid: what `python -m ddlib sweep` (and so `make book`) runs for
 each profile, and what the exhibit pages expect to find in the results store.
 
-- `GRID[profile]`: classes per round, class orders, the increment of the analyses and the
-  Figure 7 ablation's methods and k values;
+- `GRID[profile]`: classes per round, class orders, the increment of the analyses, the
+  Figure 7 ablation's methods and k values, and the methods whose expert is also started
+  from scratch;
 - `figure1(profile, dataset)`: Figure 1's runs (a dedicated class order on CIFAR-100);
-- `ablation_runs(profile)`: the runs Figure 7 needs.
+- `ablation_runs(profile)`: the runs Figure 7 needs;
+- `expert_init_runs(profile)`: the runs of the page comparing how the expert starts.
 
 Here rather than in `ddlib.book` so that the sweep does not depend on the book's pages.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import METHOD_ORDER, check_choice
+from .config import EXPERT_INITS, METHOD_ORDER, check_choice
 from .data import CIFAR100_COARSE, CIFAR100_FIGURE1
 from .scenario import dedicated_order_seed
 
@@ -21,14 +23,18 @@ from .scenario import dedicated_order_seed
 # CIFAR-100-like datasets; ImageNet datasets take their own increment (10 or 100) from the
 # profile. `cpu` trims it to fit an hour on 2 cores: one class order, 10 and 20 classes per
 # round (not 5, the costliest: 20 rounds), and the Figure 7 ablation for iCaRL only.
-# `analysis_increment`: Table 2, Figures 6 and 7 (the paper's 20 per round).
+# `analysis_increment`: Table 2, Figures 6 and 7 and the expert_init page (the paper's 20
+# per round). `expert_init_methods`: +DD also with the expert started from fresh weights.
 GRID: dict[str, dict[str, Any]] = {
     "smoke": dict(increments=(5, 10), orders=(0,), analysis_increment=5,
-                  ablation_methods=("icarl", "ucir"), similar_ks=(0, 1, 2, 3, 4)),
+                  ablation_methods=("icarl", "ucir"), similar_ks=(0, 1, 2, 3, 4),
+                  expert_init_methods=("icarl",)),
     "cpu": dict(increments=(10, 20), orders=(0,), analysis_increment=20,
-                ablation_methods=("icarl",), similar_ks=(0, 1, 2, 3, 4)),
+                ablation_methods=("icarl",), similar_ks=(0, 1, 2, 3, 4),
+                expert_init_methods=("icarl", "ucir")),
     "paper": dict(increments=(5, 10, 20), orders=(0, 1, 2), analysis_increment=20,
-                  ablation_methods=METHOD_ORDER, similar_ks=(0, 1, 2, 3, 4)),
+                  ablation_methods=METHOD_ORDER, similar_ks=(0, 1, 2, 3, 4),
+                  expert_init_methods=("icarl", "ucir")),
 }
 
 
@@ -59,3 +65,15 @@ def ablation_runs(profile: str) -> tuple[dict[str, Any], ...]:
     book_grid = grid(profile)
     arms = [{"dd": False}] + [{"dd": True, "similar_k": k} for k in book_grid["similar_ks"]]
     return tuple({"method": m, **arm} for m in book_grid["ablation_methods"] for arm in arms)
+
+
+def expert_init_runs(profile: str) -> tuple[dict[str, Any], ...]:
+    """The expert_init page's required runs, at the analysis increment: every compared
+    method's baseline and its +DD runs (the paper's k = 1) with the expert started from the
+    old model (`old`) and from fresh weights (`scratch`)."""
+    book_grid = grid(profile)
+    at = {"increment": book_grid["analysis_increment"]}
+    arms = [{"dd": False}] + [{"dd": True, "similar_k": 1, "expert_init": init}
+                              for init in EXPERT_INITS]
+    return tuple({"method": m, **arm, **at} for m in book_grid["expert_init_methods"]
+                 for arm in arms)

@@ -79,8 +79,10 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
 
     Per dataset, one job per method, `notebooks/<method>.ipynb` -> `<out_dir>/<method>.ipynb`
     (`<method>-<dataset>.ipynb` after the first dataset), with the grid's increments and
-    orders; then `notebooks/ablation.ipynb` for Figure 7 (not on ImageNet, which the paper
-    does not ablate), and on CIFAR-100 the iCaRL runs of Figure 1's dedicated class order
+    orders; then `notebooks/ablation.ipynb` for Figure 7 and, per method of the grid's
+    `expert_init_methods`, its +DD runs with the expert started from scratch at the analysis
+    increment (`<method>-expert-scratch.ipynb`), both not on ImageNet, which the paper does
+    not ablate; and on CIFAR-100 the iCaRL runs of Figure 1's dedicated class order
     (`grid.figure1`, into `icarl-figure1.ipynb`). `parameters` (None = the grid's or the
     notebook's default) go to every job and win over the grid; all values are validated
     here through `ddlib.plan`."""
@@ -111,10 +113,20 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
         ablated = [m for m in book_grid["ablation_methods"] if m in methods]
         if ablation and ablated and not imagenet:
             names.append("ablation")
+        scratch = ({} if imagenet else {f"{m}-expert-scratch": m
+                                          for m in book_grid["expert_init_methods"]
+                                          if m in methods})
+        names += list(scratch)
         dedicated = figure1(profile, dataset)
         if dedicated["class_order_seed"] is not None and "icarl" in methods:
             names.append("figure1")
-        for name in sorted(names, key=lambda n: _COST_RANK.get(n, -1)):
+        rank = {**_COST_RANK, **dict.fromkeys(scratch, _COST_RANK["expert-scratch"])}
+        for name in sorted(names, key=lambda n: rank.get(n, -1)):
+            if name in scratch:
+                add(scratch[name], name + suffix, [scratch[name]],
+                    {**base, **given, "dd": [True], "expert_init": "scratch",
+                     "increments": [book_grid["analysis_increment"]]})
+                continue
             if name == "figure1":
                 add("icarl", "icarl-figure1" + suffix, ["icarl"],
                     {**base, **given, "orders": [0], "dd": [False, True],
@@ -138,8 +150,11 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
 # ablation 19.4, UCIR 16.7, BiC 14.8, LwF 0.1 (a 34-minute sweep). The ablation's baseline
 # and k=1 runs come from iCaRL's job, which ends first. LwF goes last: it reads iCaRL's
 # training (LwF.trained_as), which takes seconds once iCaRL's runs exist; before, it would
-# wait on their locks. Figure 1's two runs (CIFAR-100 only) are the shortest.
-_COST_RANK = {"icarl": 0, "ablation": 1, "ucir": 2, "bic": 3, "lwf": 4, "figure1": 5}
+# wait on their locks. The expert-scratch jobs (one +DD run per order at the analysis
+# increment) need no other job's runs and are short, so they follow the method jobs; Figure
+# 1's two runs (CIFAR-100 only) are the shortest.
+_COST_RANK = {"icarl": 0, "ablation": 1, "ucir": 2, "bic": 3, "lwf": 4, "expert-scratch": 5,
+              "figure1": 6}
 
 
 def in_place_jobs(notebooks: Iterable[str | Path]) -> list[Job]:

@@ -11,7 +11,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 import ddlib
-from ddlib import grid, sweep
+from ddlib import grid, results, sweep
 from ddlib.__main__ import main
 
 
@@ -93,11 +93,12 @@ def test_bad_values_fail_in_the_grid_before_any_job(capsys):
 def test_experiment_grid_names_and_expected_results(tmp_path):
     jobs = sweep.experiment_jobs("cpu", datasets=["synthetic", "cifar100"],
                                  methods=["icarl"], results_dir=str(tmp_path))
-    assert [j.output.name for j in jobs] == ["icarl.ipynb", "ablation.ipynb",
-                                             "icarl-cifar100.ipynb", "ablation-cifar100.ipynb",
-                                             "icarl-figure1-cifar100.ipynb"]
+    assert [j.output.name for j in jobs] == [
+        "icarl.ipynb", "ablation.ipynb", "icarl-expert-scratch.ipynb", "icarl-cifar100.ipynb",
+        "ablation-cifar100.ipynb", "icarl-expert-scratch-cifar100.ipynb",
+        "icarl-figure1-cifar100.ipynb"]
     assert [j.notebook.name for j in jobs[:2]] == ["icarl.ipynb", "ablation.ipynb"]
-    assert jobs[2].parameters == {"profile": "cpu", "dataset": "cifar100", "orders": [0],
+    assert jobs[3].parameters == {"profile": "cpu", "dataset": "cifar100", "orders": [0],
                                   "increments": [10, 20], "results_dir": str(tmp_path)}
     # baseline and +DD at 10 and 20 classes per round
     assert sorted((p.parent.parent.name, p.parent.name) for p in jobs[0].expects) == [
@@ -106,6 +107,37 @@ def test_experiment_grid_names_and_expected_results(tmp_path):
     assert [p.parent.parent.name for p in jobs[1].expects] == [
         "icarl+dd-k0", "icarl+dd-k2", "icarl+dd-k3", "icarl+dd-k4", "icarl+dd", "icarl"]
     assert {p.parent.name for p in jobs[1].expects} == {"inc20"}
+
+
+def test_expert_scratch_jobs_run_dd_from_scratch_at_the_analysis_increment(tmp_path):
+    jobs = sweep.experiment_jobs("cpu", methods=["icarl", "ucir", "bic"],
+                                 results_dir=str(tmp_path))
+    scratch = [j for j in jobs if "expert-scratch" in j.name]
+    assert [(j.name, j.notebook.name) for j in scratch] == [  # bic is not compared
+        ("icarl-expert-scratch", "icarl.ipynb"), ("ucir-expert-scratch", "ucir.ipynb")]
+    assert scratch[0].parameters == {"profile": "cpu", "dataset": "synthetic",
+                                     "results_dir": str(tmp_path), "orders": [0],
+                                     "increments": [20], "dd": [True],
+                                     "expert_init": "scratch"}
+    for job, method in zip(scratch, ("icarl", "ucir")):
+        runs = ddlib.plan("cpu", method=method, dd=True, increments=20, orders=[0],
+                          expert_init="scratch", results_dir=str(tmp_path))
+        assert job.expects == tuple(results.result_path(c) for c in runs)
+    # a run of its own, not the +DD run of the method's job (whose expert starts old)
+    (icarl,) = [j for j in jobs if j.name == "icarl"]
+    assert not set(scratch[0].expects) & set(icarl.expects)
+    assert not [j for j in sweep.experiment_jobs("paper", datasets=["imagenet100"],
+                                                 methods=["icarl"]) if "scratch" in j.name]
+
+
+def test_expert_init_runs_are_each_methods_baseline_and_both_starts():
+    runs = grid.expert_init_runs("cpu")
+    assert runs[:3] == ({"method": "icarl", "dd": False, "increment": 20},
+                        {"method": "icarl", "dd": True, "similar_k": 1, "expert_init": "old",
+                         "increment": 20},
+                        {"method": "icarl", "dd": True, "similar_k": 1,
+                         "expert_init": "scratch", "increment": 20})
+    assert [r["method"] for r in runs] == ["icarl"] * 3 + ["ucir"] * 3
 
 
 def test_cifar100_gets_figure1_runs_in_its_dedicated_order(tmp_path):
@@ -123,7 +155,8 @@ def test_cifar100_gets_figure1_runs_in_its_dedicated_order(tmp_path):
 
 def test_jobs_start_in_the_measured_order():
     names = [j.name for j in sweep.experiment_jobs("cpu")]
-    assert names == ["icarl", "ablation", "ucir", "bic", "lwf"]
+    assert names == ["icarl", "ablation", "ucir", "bic", "lwf", "icarl-expert-scratch",
+                     "ucir-expert-scratch"]
 
 
 def test_imagenet_jobs_take_the_datasets_increment_and_skip_the_ablation(tmp_path):
