@@ -11,6 +11,8 @@
 - `Table` and the `*_table` helpers: the analyses' frames as tables for reading (display
   names, no index column, rounded numbers, no spread over a single class order).
 - `scope(profile, ...)`: the sentence saying what this build's grid leaves out of the paper's.
+- `expert_init_conclusion(results)`: the expert_init page's conclusion, worded from its
+  numbers.
 
 The run grid the exhibits expect is `ddlib.grid`; the execution-cache step of `make book`
 is `python -m ddlib book-cache` (`ddlib.book_cache`).
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import analysis
+from . import analysis, mechanism
 from . import results as store
 from .names import DATASET_LABELS, METHOD_NAMES
 from .config import (
@@ -38,6 +40,10 @@ from .grid import grid
 from .plan import plan, run_all
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
+# What a page shows unless its `match` or `require` names the key: the grid's class orders
+# (not Figure 1's dedicated one) and the expert started from the old model (not the
+# expert_init page's scratch arm), so that no other page mixes them into its means.
+_USUAL_RUNS = {"class_order_seed": None, "expert_init": "old"}
 # Datasets as the pages and figures name them (the paper's names).
 def glue(values: dict[str, Any]) -> None:
     """Glue every `key: value` for this page's prose (hidden outputs)."""
@@ -78,10 +84,9 @@ class Exhibit:
 
         self.title, self.profile, self.dataset = title, profile, dataset
         self.results_dir, self.match, self.require = results_dir, match, require
-        # Runs of a dedicated class order (Figure 1) only where a page asks for them.
+        usual = {k: v for k, v in _USUAL_RUNS.items() if k not in set(match).union(*require)}
         found = [(path, payload) for path, payload in store.scan(results_dir)[0]
-                 if store.matches(payload, profile=profile, dataset=dataset,
-                                  **{"class_order_seed": None, **match})
+                 if store.matches(payload, profile=profile, dataset=dataset, **usual, **match)
                  and any(store.matches(payload, **need) for need in require)]
         self.results: list[dict[str, Any]] = [payload for _, payload in found]
         self.frame = pd.DataFrame([row for path, payload in found
@@ -127,7 +132,8 @@ class Exhibit:
                             orders=want.get("order", list(book_grid["orders"])),
                             similar_k=want.get("similar_k"), device=device,
                             results_dir=self.results_dir,
-                            class_order_seed=want.get("class_order_seed"))
+                            class_order_seed=want.get("class_order_seed"),
+                            expert_init=want.get("expert_init"))
         run_all(configs)
         return Exhibit(self.title, profile=self.profile, dataset=self.dataset,
                        results_dir=self.results_dir, require=self.require, **self.match)
@@ -208,8 +214,8 @@ def _listing(values: Any, last: str = "and") -> str:
 
 def scope(profile: str, *parts: str) -> Any:
     """The sentence a page shows about this build's grid against the paper's, for the
-    `parts` it depends on: "orders", "increments", "ablation". Generated from `ddlib.grid`,
-    so it follows whatever profile built the book."""
+    `parts` it depends on: "orders", "increments", "ablation", "expert_init". Generated
+    from `ddlib.grid`, so it follows whatever profile built the book."""
     from IPython.display import Markdown
 
     ours, paper = grid(profile), grid("paper")
@@ -219,6 +225,8 @@ def scope(profile: str, *parts: str) -> Any:
         "increments": lambda g: _listing(g["increments"]) + " classes per round",
         "ablation": lambda g: "the ablation of "
         + _listing([METHOD_NAMES[m] for m in g["ablation_methods"]]),
+        "expert_init": lambda g: "both expert starts for "
+        + _listing([METHOD_NAMES[m] for m in g["expert_init_methods"]]),
     }
     unknown = sorted(set(parts) - set(say))
     if unknown:
@@ -301,6 +309,57 @@ def ablation_table(data: Any) -> Table:
         **{"Final acc. (%)": _spread(summary["final_mean"], summary["final_std"], several),
            "Avg. inc. acc. (%)": _spread(summary["avg_mean"], summary["avg_std"], several)})
         [["Method", "Arm", "Final acc. (%)", "Avg. inc. acc. (%)"]])
+
+
+def expert_init_table(results: Any) -> Table:
+    """The expert_init page's table (`mechanism.init_summary`): per method, the baseline and
+    +DD with the expert started from the old model and from scratch, average incremental
+    and last-round accuracy by the method's own rule, "mean ± std" only over several
+    orders."""
+    summary = mechanism.init_summary(results)
+    several = bool((summary["orders"] > 1).any())
+    return Table(summary.assign(
+        Method=[METHOD_NAMES[m] for m in summary["method"]],
+        Arm=[mechanism.INIT_ARMS[a] for a in summary["arm"]],
+        **{"Avg. inc. acc. (%)": _spread(summary["avg_mean"], summary["avg_std"], several),
+           "Last-round acc. (%)": _spread(summary["last_mean"], summary["last_std"], several)})
+        [["Method", "Arm", "Avg. inc. acc. (%)", "Last-round acc. (%)"]])
+
+
+_STARTS = {"old": "old-model", "scratch": "scratch"}
+
+
+def expert_init_conclusion(results: Any) -> Any:
+    """The expert_init page's conclusion, one point per method, worded from
+    `mechanism.init_comparison`: which start gives the higher average incremental accuracy
+    and by how much, how the two experts score on their classes, and how many class orders
+    stand behind the difference."""
+    from IPython.display import Markdown
+
+    points = []
+    for row in mechanism.init_comparison(results).to_dict("records"):
+        lead = row["old_lead"]
+        if round(abs(lead), 1) == 0:
+            verdict = "the two starts are level"
+        else:
+            ahead = "old" if lead > 0 else "scratch"
+            verdict = f"the {_STARTS[ahead]} start is ahead by {abs(lead):.1f} points"
+        if row["orders"] == 1:
+            spread = ("This is a single class order: nothing here says how much of the "
+                      "difference another order would keep.")
+        else:
+            stds = (row["old_std"], row["scratch_std"])
+            spread = (f"Mean of {row['orders']} class orders; the difference is "
+                      + ("larger than" if abs(lead) > max(stds) else "within")
+                      + f" their standard deviations ({stds[0]:.1f} and {stds[1]:.1f}).")
+        points.append(
+            f"- **{METHOD_NAMES[row['method']]}**: average incremental accuracy "
+            f"{row['old']:.1f} % with the expert started from the old model, "
+            f"{row['scratch']:.1f} % from scratch (baseline {row['baseline']:.1f} %): "
+            f"{verdict}. On its t classes the old-model expert scores "
+            f"{row['expert_old']:.1f} %, the scratch one {row['expert_scratch']:.1f} % (mean "
+            f"over the rounds with an expert). {spread}")
+    return Markdown("\n".join(points))
 
 
 def class_table(results: Any, class_name: str) -> Table:

@@ -2,7 +2,10 @@
 expert tells its t classes (the new ones and their most similar old ones) apart better than
 the classifier trained without it does. Per round of a +DD run: the expert's test accuracy
 on its t classes, the baseline's classifier of the same round on the same t classes, and the
-+DD classifier, each scored by argmax over those t outputs only.
++DD classifier, each scored by argmax over those t outputs only. And how the expert starts
+(`expert_init`, which the paper leaves open): the baseline and +DD with the expert started
+from the old model's features and from scratch, side by side (`init_summary`, `init_rounds`,
+`init_curves`, `init_comparison`).
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import pandas as pd
 import torch
 
 from . import results
-from .analysis import as_results, one_result, table2, table2_change
-from .config import RunConfig
+from .analysis import as_results, one_result, run_summary, table2, table2_change, to_frame
+from .config import EXPERT_INITS, RunConfig
 from .engine import infer
 from .gradcam import load_round_model
 from .names import METHOD_NAMES
@@ -127,4 +130,110 @@ def method_summary(runs: list[dict]) -> pd.DataFrame:
                      "DD gain": gain})
     if not rows:
         raise ValueError("no method has both a baseline and a +DD (k=1) run here")
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- expert_init
+# The paper does not say how the expert starts. The book's runs start it from the old
+# model's features ("old"); the alternative is fresh weights ("scratch").
+
+INIT_ARMS = {"baseline": "baseline", "old": "+DD (old)", "scratch": "+DD (scratch)"}
+
+
+def _init_arm(result: dict) -> str:
+    """'baseline', or how the +DD run's expert started."""
+    return results.config_value(result, "expert_init") if result["config"]["dd"] else "baseline"
+
+
+def _init_runs(runs) -> dict[str, dict[str, list[dict]]]:
+    """Per method that has all of `INIT_ARMS` (+DD at the paper's k = 1), each arm's runs
+    on the class orders all three share, so that every arm is averaged over the same
+    orders."""
+    records = as_results(runs)
+    chosen = {}
+    for method in METHOD_NAMES:
+        mine = [r for r in records if r["config"]["method"] == method
+                and (not r["config"]["dd"] or r["config"]["similar_k"] == 1)]
+        arms = {arm: [r for r in mine if _init_arm(r) == arm] for arm in INIT_ARMS}
+        shared = set.intersection(*({r["config"]["order"] for r in arm_runs}
+                                    for arm_runs in arms.values()))
+        if shared:
+            chosen[method] = {arm: sorted((r for r in arm_runs if r["config"]["order"] in shared),
+                                          key=lambda r: r["config"]["order"])
+                              for arm, arm_runs in arms.items()}
+    if not chosen:
+        raise ValueError("no method has a baseline and +DD runs (k = 1) with the expert "
+                         "started both from the old model and from scratch on one class order")
+    return chosen
+
+
+def _std(values: pd.Series) -> float:
+    """Standard deviation over class orders (ddof 1); 0 for a single order."""
+    return float(values.std()) if len(values) > 1 else 0.0
+
+
+def init_summary(runs) -> pd.DataFrame:
+    """One row per method and arm of `INIT_ARMS`: average incremental and last-round
+    accuracy (%, by the method's own rule), mean and std over the shared class orders."""
+    rows = []
+    for method, arms in _init_runs(runs).items():
+        for arm, arm_runs in arms.items():
+            per_run = run_summary(to_frame(arm_runs))
+            rows.append({"method": method, "arm": arm, "orders": len(arm_runs),
+                         "avg_mean": per_run["avg_inc_acc"].mean(),
+                         "avg_std": _std(per_run["avg_inc_acc"]),
+                         "last_mean": per_run["final_acc"].mean(),
+                         "last_std": _std(per_run["final_acc"])})
+    return pd.DataFrame(rows)
+
+
+def init_curves(runs) -> pd.DataFrame:
+    """Per method, arm and number of classes learned: the accuracy (%, by the method's own
+    rule), mean and std over the shared class orders."""
+    frame = pd.concat([to_frame(arm_runs).assign(method=method, arm=arm)
+                       for method, arms in _init_runs(runs).items()
+                       for arm, arm_runs in arms.items()])
+    curves = (frame.groupby(["method", "arm", "classes_seen"], sort=False)["acc"]
+              .agg(mean="mean", std="std").reset_index())
+    return curves.fillna({"std": 0.0})
+
+
+def init_rounds(runs) -> pd.DataFrame:
+    """Per method and round r >= 2, for each expert start: the expert's accuracy on its
+    t classes and the +DD classifier's on the same classes, as the run recorded them
+    (argmax over the t outputs), mean over the shared class orders. t depends only on
+    the round's class counts, so both starts have the same."""
+    rows = []
+    for method, arms in _init_runs(runs).items():
+        for init in EXPERT_INITS:
+            rows += [{"Method": METHOD_NAMES[method], "Round": rec["round"],
+                      "t": len(rec["expert_classes"]), "start": init,
+                      "Expert": rec["expert_acc_b"],
+                      "+DD": rec["classifier_acc_on_expert_classes"]}
+                     for run in arms[init] for rec in run["rounds"][1:]]
+    wide = pd.DataFrame(rows).pivot_table(index=["Method", "Round", "t"], columns="start",
+                                          values=["Expert", "+DD"], aggfunc="mean", sort=False)
+    wide.columns = [f"{value} ({start})" for value, start in wide.columns]
+    order = [f"{value} ({start})" for start in EXPERT_INITS for value in ("Expert", "+DD")]
+    return wide[order].reset_index()
+
+
+def init_comparison(runs) -> pd.DataFrame:
+    """One row per method: the numbers the page's conclusion states. Average incremental
+    accuracy of the baseline and of both starts (mean and std over the shared orders),
+    the old start's lead over scratch (points), and each expert's accuracy on its t
+    classes, mean over rounds and orders."""
+    summary = init_summary(runs).set_index(["method", "arm"])
+    rounds = init_rounds(runs).groupby("Method", sort=False).mean(numeric_only=True)
+    rows = []
+    for method in summary.index.get_level_values("method").unique():
+        avg = summary.loc[method]
+        experts = rounds.loc[METHOD_NAMES[method]]
+        rows.append({"method": method, "orders": int(avg.loc["old", "orders"]),
+                     "baseline": avg.loc["baseline", "avg_mean"],
+                     **{init: avg.loc[init, "avg_mean"] for init in EXPERT_INITS},
+                     **{f"{init}_std": avg.loc[init, "avg_std"] for init in EXPERT_INITS},
+                     "old_lead": avg.loc["old", "avg_mean"] - avg.loc["scratch", "avg_mean"],
+                     **{f"expert_{init}": experts[f"Expert ({init})"]
+                        for init in EXPERT_INITS}})
     return pd.DataFrame(rows)

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from . import analysis
+from . import analysis, mechanism
 from .analysis import Results
 from .config import METHOD_ORDER
 from .convergence import STAGES, curves
@@ -158,6 +158,41 @@ def ablation(data: pd.DataFrame | Results, *, dataset: str | None = None,
     inc = frame["increment"].iloc[0]
     fig.suptitle(f"Ablation over similar classes (B: the baseline, no expert)\n"
                  f"{_setting(frame)}, {inc} classes / round")
+    return fig
+
+
+# ----------------------------------------------------------------------------- expert_init
+
+# The baseline and +DD in Figure 3's colours; the scratch-started expert's arm in green.
+INIT_STYLES = {"baseline": (BASELINE, "o"), "old": (DD, "s"), "scratch": ("#2ca02c", "^")}
+
+
+@_exhibit
+def expert_init(results: Results) -> Figure:
+    """The expert_init page: accuracy (%, the method's own rule) vs classes learned of the
+    baseline and of +DD with the expert started from the old model and from scratch, one
+    panel per method, mean over orders (with +-1 std error bars when there are several);
+    the legend gives each curve's average incremental accuracy."""
+    records = analysis.as_results(results)
+    curves, summary = mechanism.init_curves(records), mechanism.init_summary(records)
+    averages = summary.set_index(["method", "arm"])["avg_mean"]
+    methods = _methods(curves["method"], None)
+    several = summary["orders"].max() > 1
+    fig, axes = _figure(1, len(methods), size=(PAGE_WIDTH, 3.9))
+    for ax, method in zip(axes.flat, methods):
+        for arm, (color, marker) in INIT_STYLES.items():
+            line = curves[(curves["method"] == method) & (curves["arm"] == arm)]
+            ax.errorbar(line["classes_seen"], line["mean"], yerr=line["std"] if several else None,
+                        color=color, marker=marker, markersize=5, linewidth=1.8, capsize=3,
+                        label=f"{mechanism.INIT_ARMS[arm]}: {averages[(method, arm)]:.1f}")
+        ax.legend(loc="best", frameon=False, title="avg. inc. acc. (%)")
+        ax.set_xticks(sorted(curves.loc[curves["method"] == method, "classes_seen"].unique()))
+        ax.set_title(METHOD_NAMES[method])
+        ax.set_xlabel("Number of classes")
+        ax.set_ylabel("Accuracy (%)")
+    frame = analysis.to_frame(records)
+    fig.suptitle(f"How the expert starts: old model or scratch\n{_setting(frame)}, "
+                 f"{frame['increment'].iloc[0]} classes / round")
     return fig
 
 

@@ -19,6 +19,7 @@ from .names import run_name
 from .utils import display_path, resolve_path, write_json_atomic
 
 SCHEMA_VERSION = 1
+_FIELD_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunConfig)}
 
 
 def result_path(cfg: RunConfig) -> Path:
@@ -82,9 +83,16 @@ def scan(results_dir: str | Path = "results") -> tuple[list[tuple[Path, dict[str
     return found, skipped
 
 
+def config_value(payload: dict[str, Any], key: str) -> Any:
+    """The result's config value of `key`. A field the result predates counts at its
+    default: the run ran with it and kept its identity (`RunConfig.identity`), e.g.
+    `expert_init` "old"."""
+    return payload["config"].get(key, _FIELD_DEFAULTS.get(key))
+
+
 def matches(payload: dict[str, Any], **match: Any) -> bool:
-    """Whether the result's config has every `key: value` of `match`."""
-    return all(payload["config"].get(k) == v for k, v in match.items())
+    """Whether the result's config has every `key: value` of `match` (`config_value`)."""
+    return all(config_value(payload, k) == v for k, v in match.items())
 
 
 def frame_rows(payload: dict[str, Any], source: str) -> list[dict[str, Any]]:

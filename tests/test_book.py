@@ -13,6 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 from test_analysis import COUNTS, two_rounds
+from test_mechanism import init_run, init_runs
 
 import ddlib
 from ddlib import book, plots
@@ -86,6 +87,48 @@ def test_dedicated_order_runs_show_only_where_a_page_asks(tmp_path):
     assert "the dedicated class order of numpy seed 18" in fig1._repr_markdown_()
 
 
+def test_scratch_expert_runs_show_only_where_a_page_asks(tmp_path, monkeypatch):
+    at = {"method": "icarl", "increment": 5}
+    # the first two have no expert_init, as results written before the option: "old"
+    store = _store(tmp_path, {"dd": False, **at}, {"dd": True, **at},
+                   {"dd": True, "expert_init": "scratch", **at})
+    figure3 = ddlib.book.exhibit("Figure 3", "smoke", "synthetic", results_dir=store)
+    assert len(figure3.results) == 2  # no scratch-started expert in another page's means
+    need = ddlib.grid.expert_init_runs("smoke")
+    page = ddlib.book.exhibit("How the expert starts", "smoke", "synthetic",
+                              results_dir=store, require=need)
+    assert page.ready and len(page.results) == 3
+    planned = []
+    monkeypatch.setattr(book, "run_all", planned.extend)
+    ddlib.book.exhibit("How the expert starts", "smoke", "synthetic",
+                       results_dir=str(tmp_path / "empty"), require=need, make_missing=True)
+    assert {(c.method, c.dd, c.expert_init, c.increment) for c in planned} == {
+        ("icarl", False, "old", 5), ("icarl", True, "old", 5), ("icarl", True, "scratch", 5)}
+
+
+def test_expert_init_table_and_conclusion_follow_the_numbers():
+    table = book.expert_init_table(init_runs())._repr_markdown_()
+    assert "| iCaRL | +DD (old) | 65.0 | 50.0 |" in table and "±" not in table
+    text = book.expert_init_conclusion(init_runs()).data
+    assert "the old-model start is ahead by 2.0 points" in text
+    assert "single class order" in text and "70.0 %" in text
+    ahead = book.expert_init_conclusion(init_runs()[:2] + [init_run("scratch", (80.0, 56.0))])
+    assert "the scratch start is ahead by 3.0 points" in ahead.data
+    level = book.expert_init_conclusion(init_runs()[:2] + [init_run("scratch", (80.0, 50.0))])
+    assert "the two starts are level" in level.data
+    two = init_runs() + init_runs(order=1, shift=2.0)
+    assert " ± 1.4 |" in book.expert_init_table(two)._repr_markdown_()
+    spread = book.expert_init_conclusion(two).data
+    assert "Mean of 2 class orders" in spread and "larger than their standard" in spread
+    assert "single class order" not in spread
+    fig = plots.expert_init(two + [init_run(arm, (70.0, 30.0), method="ucir")
+                                   for arm in ("baseline", "old", "scratch")])
+    assert [ax.get_title() for ax in fig.axes] == ["iCaRL", "UCIR"]
+    assert fig.get_size_inches()[0] <= plots.PAGE_WIDTH
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["baseline: 61.0", "+DD (old): 66.0", "+DD (scratch): 64.0"]
+
+
 def test_imagenet_exhibit_names_the_sweep_with_a_data_folder(tmp_path):
     ex = ddlib.book.exhibit("Figure 4", "paper", "imagenet100", results_dir=str(tmp_path))
     assert "python -m ddlib sweep --profile paper --datasets imagenet100 --data-dir" in ex.command()
@@ -155,6 +198,7 @@ def test_scope_follows_the_builds_grid():
     assert "class orders 0, 1 and 2; 5, 10 and 20 classes per round" in smoke
     assert "iCaRL and UCIR" in book.scope("smoke", "ablation").data
     assert "whole grid" in book.scope("paper", "orders", "ablation").data
+    assert "both expert starts for iCaRL." in book.scope("smoke", "expert_init").data
     with pytest.raises(ValueError, match="scope parts"):
         book.scope("smoke", "epochs")
     assert [book.duration(s) for s in (42, 600, 5400)] == ["42 s", "10 min", "1.5 h"]

@@ -1,14 +1,16 @@
-"""The convergence rule (ddlib.convergence) on hand values, and the expert-vs-classifier
-evidence (ddlib.mechanism) against what the run itself recorded."""
+"""The convergence rule (ddlib.convergence) on hand values, the expert-vs-classifier
+evidence (ddlib.mechanism) against what the run itself recorded, and the comparison of the
+expert's two starts on hand-made results."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
+from test_analysis import COUNTS, two_rounds
 
 import ddlib
-from ddlib import convergence, results
+from ddlib import convergence, mechanism, results
 from ddlib.gradcam import load_round_model
 from ddlib.mechanism import accuracy_on, expert_vs_classifiers, lead_summary, mechanism_table
 
@@ -61,3 +63,62 @@ def test_expert_vs_classifiers_agrees_with_the_runs_own_record(smoke):
     with pytest.raises(ValueError, match="one method on one class order"):
         expert_vs_classifiers(dd, ddlib.run(smoke(method="ucir"), verbose=False))
     assert results.result_path(smoke(dd=True)).is_file()
+
+
+def init_run(arm, accs, *, order=0, method="icarl", expert=70.0, on_expert=52.0):
+    """A hand-made two-round result of `method`: arm 'baseline', 'old' or 'scratch' (+DD at
+    k = 1), NME accuracies `accs` per round (the CNN's 30 points lower, so a wrong rule
+    shows) and, for +DD, the expert's and the classifier's accuracy on its classes. Only
+    'scratch' names its expert_init, as results written before the option: 'old' is the
+    default."""
+    result = two_rounds(COUNTS, dd=arm != "baseline", order=order, inference="nme")
+    result["config"]["method"] = method
+    if arm == "scratch":
+        result["config"]["expert_init"] = "scratch"
+    for rec, acc in zip(result["rounds"], accs):
+        rec.update(acc_nme=acc, acc_cnn=acc - 30.0)
+    if arm != "baseline":
+        result["rounds"][1].update(expert_classes=[2, 3, 0, 1], expert_acc_b=expert,
+                                   classifier_acc_on_expert_classes=on_expert)
+    return result
+
+
+def init_runs(order=0, shift=0.0):
+    """iCaRL's three arms on one order: averages 60, 65 and 63 (+ `shift`), last rounds
+    40, 50 and 46; experts 70 (old) and 55 (scratch)."""
+    return [init_run("baseline", (80.0, 40.0 + 2 * shift), order=order),
+            init_run("old", (80.0, 50.0 + 2 * shift), order=order),
+            init_run("scratch", (80.0, 46.0 + 2 * shift), order=order, expert=55.0,
+                     on_expert=48.0)]
+
+
+def test_init_summary_compares_the_arms_by_the_methods_rule():
+    k2 = init_run("old", (80.0, 90.0))
+    k2["config"]["similar_k"] = 2  # Figure 7's arm, not this page's
+    summary = mechanism.init_summary(init_runs() + [k2]).set_index("arm")
+    assert summary.loc[["baseline", "old", "scratch"], "avg_mean"].tolist() == [60.0, 65.0, 63.0]
+    assert summary.loc[["baseline", "old", "scratch"], "last_mean"].tolist() == [40.0, 50.0, 46.0]
+    assert summary["avg_std"].tolist() == [0.0, 0.0, 0.0] and set(summary["orders"]) == {1}
+    rounds = mechanism.init_rounds(init_runs())
+    assert rounds.columns.tolist() == ["Method", "Round", "t", "Expert (old)", "+DD (old)",
+                                       "Expert (scratch)", "+DD (scratch)"]
+    assert rounds.iloc[0].tolist() == ["iCaRL", 2, 4, 70.0, 52.0, 55.0, 48.0]
+    comparison = mechanism.init_comparison(init_runs()).iloc[0]
+    assert comparison["old_lead"] == pytest.approx(2.0) and comparison["orders"] == 1
+    assert (comparison["expert_old"], comparison["expert_scratch"]) == (70.0, 55.0)
+    with pytest.raises(ValueError, match="from scratch on one class order"):
+        mechanism.init_summary(init_runs()[:2])
+
+
+def test_init_summary_averages_the_orders_every_arm_has():
+    two = init_runs() + init_runs(order=1, shift=2.0)
+    summary = mechanism.init_summary(two).set_index("arm")
+    assert summary.loc["old", "avg_mean"] == pytest.approx(66.0)
+    assert summary.loc["old", "avg_std"] == pytest.approx(2 ** 0.5)
+    assert set(summary["orders"]) == {2}
+    # order 1 without its scratch run: the arms are compared on order 0 alone
+    one = mechanism.init_summary(two[:-1]).set_index("arm")
+    assert one.loc["old", "avg_mean"] == 65.0 and set(one["orders"]) == {1}
+    curves = mechanism.init_curves(two)
+    last = curves[(curves["arm"] == "scratch") & (curves["classes_seen"] == 4)].iloc[0]
+    assert last["mean"] == pytest.approx(48.0) and last["std"] == pytest.approx(8 ** 0.5)
