@@ -10,9 +10,13 @@ own accuracy enter the rule, never DD's effect on the classifier.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import pandas as pd
+
+from .utils import project_root
 
 PLATEAU = 0.05          # relative change of the loss over the last fifth of the epochs
 MORE_EPOCHS_GAIN = 0.5  # points of average incremental accuracy bought by doubling epochs
@@ -52,3 +56,82 @@ def plateau_table(result: dict[str, Any]) -> pd.DataFrame:
     table["settled"] = (table.fillna(0) < PLATEAU).all(axis=1)
     table.columns.name = None
     return table.reset_index()
+
+
+def study(name: str) -> dict[str, Any] | None:
+    """`studies/<name>.json` of the project (the committed numbers of a study script), or
+    None where there is no project checkout (Colab)."""
+    root = project_root()
+    path = root / "studies" / f"{name}.json" if root else None
+    return json.loads(path.read_text()) if path and path.is_file() else None
+
+
+def epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFrame:
+    """The epoch arms of `studies/convergence.json`: a row per (method, classifier epochs)
+    with average incremental and last-round accuracy by the method's own rule, and `gain`,
+    the average's change over the same method at half the epochs (NaN where not run)."""
+    rows = []
+    for arm, runs in summary.items():
+        if not re.fullmatch(r"epochs\d+", arm):
+            continue
+        for name, numbers in runs.items():
+            rule = numbers["rule"]
+            rows.append({"method": name, "epochs": numbers["overrides"].get("epochs", profile_epochs),
+                         "avg_inc_acc": numbers["avg_inc_acc"][rule],
+                         "last_acc": numbers["last_acc"][rule]})
+    table = pd.DataFrame(rows, columns=["method", "epochs", "avg_inc_acc", "last_acc"])
+    table = table.sort_values(["method", "epochs"], ignore_index=True)
+    half = table.assign(epochs=table["epochs"] * 2).set_index(["method", "epochs"])["avg_inc_acc"]
+    table["gain"] = [row.avg_inc_acc - half.get((row.method, row.epochs), float("nan"))
+                     for row in table.itertuples()]
+    return table
+
+
+def single_task_table(measured: dict[str, Any]) -> pd.DataFrame:
+    """`studies/generator.json` as a table: a row per (fine amplitude, share of
+    superclass-only images, classes, epochs) with test accuracy, the last epoch's training
+    accuracy (augmented images) and the share of test errors inside the true superclass."""
+    rows = []
+    for key, numbers in measured.items():
+        setting = dict(part.split("=") for part in key.split())
+        rows.append({"fine_amp": float(setting["fine_amp"]),
+                     "coarse_only": float(setting["coarse_only"]), "classes": int(setting["classes"]),
+                     "epochs": int(setting["epochs"]), "test_acc": numbers["test_acc"],
+                     "train_acc": numbers["train_acc_last_epoch"],
+                     "errors_in_superclass": numbers["errors_inside_superclass"]})
+    return pd.DataFrame(rows).sort_values(["fine_amp", "coarse_only", "classes", "epochs"],
+                                          ignore_index=True)
+
+
+def epochs_verdict(table: pd.DataFrame, profile_epochs: int) -> str:
+    """One sentence per method from `epochs_table`: what each doubling of the epochs bought,
+    and whether the profile's epochs pass the rule's doubling test."""
+    lines = []
+    for method, rows in table.groupby("method", sort=False):
+        steps = [f"{int(r.epochs) // 2} → {int(r.epochs)}: {r.gain:+.1f}"
+                 for r in rows.itertuples() if r.gain == r.gain]
+        profile_step = rows.loc[rows["epochs"] == 2 * profile_epochs, "gain"]
+        if profile_step.empty or profile_step.isna().all():
+            verdict = f"{profile_epochs} epochs have not been doubled for this method"
+        elif abs(profile_step.iloc[0]) < MORE_EPOCHS_GAIN:
+            verdict = f"{profile_epochs} epochs pass the doubling test"
+        else:
+            verdict = f"{profile_epochs} epochs fail the doubling test"
+        lines.append(f"- **{method}**: average incremental accuracy per doubling of the "
+                     f"epochs, {'; '.join(steps) or 'none measured'} points: {verdict}.")
+    return "\n".join(lines)
+
+
+def single_task_verdict(table: pd.DataFrame, fine_amp: float, coarse_only: float) -> str:
+    """The single-task study of one generator setting, one sentence per task size: accuracy
+    at the fewest and the most epochs measured, and the train-test gap at the most."""
+    lines = []
+    rows = table[(table["fine_amp"] == fine_amp) & (table["coarse_only"] == coarse_only)]
+    for classes, task in rows.groupby("classes"):
+        first, last = task.iloc[0], task.iloc[-1]
+        lines.append(f"- **{classes} classes**: test accuracy {first.test_acc:.1f} % after "
+                     f"{int(first.epochs)} epochs, {last.test_acc:.1f} % after {int(last.epochs)}; "
+                     f"training accuracy then {last.train_acc:.1f} % (augmented images), a gap "
+                     f"of {last.train_acc - last.test_acc:+.1f} points; "
+                     f"{last.errors_in_superclass:.0f} % of the errors inside the superclass.")
+    return "\n".join(lines)

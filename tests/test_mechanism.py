@@ -43,6 +43,33 @@ def test_plateau_table_marks_unsettled_rounds():
         convergence.plateau_table({"rounds": [{"round": 1}]})
 
 
+def _arm(rule, avg, last, epochs=None):
+    return {"rule": rule, "avg_inc_acc": {rule: avg, "cnn" if rule == "nme" else "nme": 0.0},
+            "last_acc": {rule: last}, "overrides": {} if epochs is None else {"epochs": epochs}}
+
+
+def test_epochs_table_reads_each_methods_rule_and_the_gain_of_doubling():
+    summary = {"epochs12": {"icarl": _arm("nme", 50.0, 40.0), "ucir": _arm("cnn", 55.0, 45.0)},
+               "epochs24": {"icarl": _arm("nme", 60.5, 52.0, 24)},
+               "epochs48": {"icarl": _arm("nme", 61.0, 53.0, 48)},
+               "size32": {"icarl": _arm("nme", 99.0, 99.0)}}  # not an epoch arm: left out
+    table = convergence.epochs_table(summary, profile_epochs=12).set_index(["method", "epochs"])
+    assert list(table.index) == [("icarl", 12), ("icarl", 24), ("icarl", 48), ("ucir", 12)]
+    assert table.loc[("icarl", 24), "avg_inc_acc"] == 60.5  # NME, not the 0.0 CNN entry
+    assert table.loc[("icarl", 24), "gain"] == pytest.approx(10.5)
+    assert table.loc[("icarl", 48), "gain"] == pytest.approx(0.5)
+    assert math.isnan(table.loc[("icarl", 12), "gain"]) and math.isnan(table.loc[("ucir", 12), "gain"])
+
+
+def test_single_task_table_parses_the_settings():
+    measured = {"fine_amp=0.14 coarse_only=0.3 classes=20 epochs=96": {
+        "test_acc": 95.0, "train_acc_last_epoch": 98.0, "errors_inside_superclass": 70.0}}
+    row = convergence.single_task_table(measured).iloc[0]
+    assert (row.fine_amp, row.coarse_only, row.classes, row.epochs) == (0.14, 0.3, 20, 96)
+    assert row.test_acc == 95.0
+    assert (row.train_acc, row.errors_in_superclass) == (98.0, 70.0)
+
+
 @pytest.mark.slow
 def test_expert_vs_classifiers_agrees_with_the_runs_own_record(smoke):
     dd = ddlib.run(smoke(dd=True), verbose=False)
@@ -122,3 +149,16 @@ def test_init_summary_averages_the_orders_every_arm_has():
     curves = mechanism.init_curves(two)
     last = curves[(curves["arm"] == "scratch") & (curves["classes_seen"] == 4)].iloc[0]
     assert last["mean"] == pytest.approx(48.0) and last["std"] == pytest.approx(8 ** 0.5)
+
+
+def test_verdicts_follow_the_numbers():
+    summary = {"epochs12": {"icarl": _arm("nme", 50.0, 40.0), "ucir": _arm("cnn", 55.0, 45.0)},
+               "epochs24": {"icarl": _arm("nme", 50.3, 52.0, 24), "ucir": _arm("cnn", 60.0, 1, 24)}}
+    text = convergence.epochs_verdict(convergence.epochs_table(summary, 12), 12)
+    assert "**icarl**" in text and "12 → 24: +0.3" in text and "12 epochs pass" in text
+    assert "12 → 24: +5.0" in text and "12 epochs fail" in text
+    measured = {f"fine_amp=0.14 coarse_only={share} classes=20 epochs={e}": {
+        "test_acc": acc, "train_acc_last_epoch": acc + 2, "errors_inside_superclass": 70.0}
+        for e, acc, share in ((12, 60.0, 0.0), (96, 95.0, 0.0), (96, 10.0, 0.3))}
+    text = convergence.single_task_verdict(convergence.single_task_table(measured), 0.14, 0.0)
+    assert "60.0 % after 12 epochs, 95.0 % after 96" in text and "gap of +2.0" in text

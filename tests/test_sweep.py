@@ -99,28 +99,28 @@ def test_experiment_grid_names_and_expected_results(tmp_path):
         "icarl-figure1-cifar100.ipynb"]
     assert [j.notebook.name for j in jobs[:2]] == ["icarl.ipynb", "ablation.ipynb"]
     assert jobs[3].parameters == {"profile": "cpu", "dataset": "cifar100", "orders": [0],
-                                  "increments": [10, 20], "results_dir": str(tmp_path)}
-    # baseline and +DD at 10 and 20 classes per round
+                                  "increments": [20], "results_dir": str(tmp_path)}
+    # baseline and +DD at 20 classes per round
     assert sorted((p.parent.parent.name, p.parent.name) for p in jobs[0].expects) == [
-        ("icarl", "inc10"), ("icarl", "inc20"), ("icarl+dd", "inc10"), ("icarl+dd", "inc20")]
-    # the ablation: +DD with k = 0, 2, 3, 4, 1, then the baseline, at 20 per round
-    assert [p.parent.parent.name for p in jobs[1].expects] == [
-        "icarl+dd-k0", "icarl+dd-k2", "icarl+dd-k3", "icarl+dd-k4", "icarl+dd", "icarl"]
+        ("icarl", "inc20"), ("icarl+dd", "inc20")]
+    # the ablation: +DD with k = 0, then 1, then the baseline, at 20 per round
+    assert [p.parent.parent.name for p in jobs[1].expects] == ["icarl+dd-k0", "icarl+dd", "icarl"]
     assert {p.parent.name for p in jobs[1].expects} == {"inc20"}
 
 
 def test_expert_scratch_jobs_run_dd_from_scratch_at_the_analysis_increment(tmp_path):
-    jobs = sweep.experiment_jobs("cpu", methods=["icarl", "ucir", "bic"],
-                                 results_dir=str(tmp_path))
+    jobs = sweep.experiment_jobs("paper", methods=["icarl", "ucir", "bic"],
+                                 datasets=["synthetic"], results_dir=str(tmp_path))
     scratch = [j for j in jobs if "expert-scratch" in j.name]
     assert [(j.name, j.notebook.name) for j in scratch] == [  # bic is not compared
         ("icarl-expert-scratch", "icarl.ipynb"), ("ucir-expert-scratch", "ucir.ipynb")]
-    assert scratch[0].parameters == {"profile": "cpu", "dataset": "synthetic",
-                                     "results_dir": str(tmp_path), "orders": [0],
+    assert scratch[0].parameters == {"profile": "paper", "dataset": "synthetic",
+                                     "results_dir": str(tmp_path), "orders": [0, 1, 2],
                                      "increments": [20], "dd": [True],
                                      "expert_init": "scratch"}
     for job, method in zip(scratch, ("icarl", "ucir")):
-        runs = ddlib.plan("cpu", method=method, dd=True, increments=20, orders=[0],
+        runs = ddlib.plan("paper", method=method, dataset="synthetic", dd=True, increments=20,
+                          orders=[0, 1, 2],
                           expert_init="scratch", results_dir=str(tmp_path))
         assert job.expects == tuple(results.result_path(c) for c in runs)
     # a run of its own, not the +DD run of the method's job (whose expert starts old)
@@ -131,7 +131,7 @@ def test_expert_scratch_jobs_run_dd_from_scratch_at_the_analysis_increment(tmp_p
 
 
 def test_expert_init_runs_are_each_methods_baseline_and_both_starts():
-    runs = grid.expert_init_runs("cpu")
+    runs = grid.expert_init_runs("paper")
     assert runs[:3] == ({"method": "icarl", "dd": False, "increment": 20},
                         {"method": "icarl", "dd": True, "similar_k": 1, "expert_init": "old",
                          "increment": 20},
@@ -155,8 +155,7 @@ def test_cifar100_gets_figure1_runs_in_its_dedicated_order(tmp_path):
 
 def test_jobs_start_in_the_measured_order():
     names = [j.name for j in sweep.experiment_jobs("cpu")]
-    assert names == ["icarl", "ablation", "ucir", "bic", "lwf", "icarl-expert-scratch",
-                     "ucir-expert-scratch"]
+    assert names == ["icarl", "ablation", "ucir", "bic", "lwf", "icarl-expert-scratch"]
 
 
 def test_imagenet_jobs_take_the_datasets_increment_and_skip_the_ablation(tmp_path):
@@ -190,7 +189,7 @@ def test_plan_takes_a_list_of_methods_and_names_a_bad_one():
 def test_figure1_takes_a_dedicated_order_on_cifar100_only():
     assert grid.figure1("paper", "cifar100") == {"increment": 20, "class_order_seed": 18,
                                                  "followed": "baby"}
-    assert grid.figure1("cpu", "synthetic") == {"increment": 10, "class_order_seed": None,
+    assert grid.figure1("cpu", "synthetic") == {"increment": 20, "class_order_seed": None,
                                                 "followed": None}
     with pytest.raises(ValueError, match="profile='fast' is unknown"):
         grid.grid("fast")
