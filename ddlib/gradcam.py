@@ -110,7 +110,8 @@ def load_round_model(run: dict | str | Path, round_idx: int, *, device: str = "c
         raise ValueError(f"round_idx={round_idx} must lie in 1..{scenario.num_rounds}")
     state = checkpoint.load(checkpoint_path(cfg, round_idx))
     want = cfg.identity()
-    if state is None and round_idx == 1:
+    # a run that took round 1 from the shared copy may have left an older config's round 1
+    if round_idx == 1 and (state is None or state["identity"] != want):
         state, want = checkpoint.load(round_one_path(cfg)), cfg.round_one_identity()
     if state is None:
         raise FileNotFoundError(f"no checkpoint of round {round_idx} for {display_name(result)}"

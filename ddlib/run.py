@@ -56,14 +56,18 @@ def _resume(cfg: RunConfig, method, num_rounds: int, say) -> list[dict]:
     """Load the latest readable checkpoint of this run (or the shared round 1); return the
     records of the rounds it covers."""
     for round_idx in range(num_rounds, 0, -1):
-        state = checkpoint.load(checkpoint_path(cfg, round_idx))
+        path = checkpoint_path(cfg, round_idx)
+        state = checkpoint.load(path)
         if state is None:
             continue
-        if state["identity"] != cfg.identity():  # older code or other settings: start over
-            warnings.warn(f"{display_path(checkpoint_path(cfg, round_idx))} was made by another "
-                          f"version or configuration (identity {state['identity']}, this run "
-                          f"{cfg.identity()}); starting this run over", stacklevel=2)
-            break
+        # Older code or other settings at the same path: this run would overwrite it round by
+        # round, except round 1 when it comes from the shared copy, so it goes now.
+        if state["identity"] != cfg.identity():
+            warnings.warn(f"{display_path(path)} was made by another version or configuration "
+                          f"(identity {state['identity']}, this run {cfg.identity()}); "
+                          "removed", stacklevel=2)
+            path.unlink()
+            continue
         method.load_state(state)
         say(f"resumed after round {round_idx} from {display_path(checkpoint_path(cfg, round_idx))}")
         return state["records"]

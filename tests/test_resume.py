@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import ddlib
+from ddlib.gradcam import load_round_model
 from ddlib import RunConfig, checkpoint, results
 from ddlib.methods import Method
 from ddlib.run import checkpoint_path, round_one_path
@@ -84,12 +85,17 @@ def test_checkpoint_of_another_config_is_not_resumed(smoke):
     cfg = smoke()
     full = ddlib.run(cfg, verbose=False)
     results.result_path(cfg).unlink()
-    state = torch.load(checkpoint_path(cfg, 4), weights_only=True)
-    state["identity"] = "something-else"
-    torch.save(state, checkpoint_path(cfg, 4))
+    for round_idx in range(1, 5):  # as after a change of the synthetic images' version
+        state = torch.load(checkpoint_path(cfg, round_idx), weights_only=True)
+        state["identity"] = "something-else"
+        torch.save(state, checkpoint_path(cfg, round_idx))
     with pytest.warns(UserWarning, match="round04.pt was made by another version"):
         again = ddlib.run(cfg, verbose=False)
     assert _accs(again) == _accs(full)  # recomputed from round 1 (shared), same numbers
+    # round 1 came from the shared copy, so nothing rewrote the stale one: it was removed
+    assert not checkpoint_path(cfg, 1).exists()
+    model, _, _ = load_round_model(results.result_path(cfg), 1)  # from the shared copy
+    assert model.num_classes == cfg.increment
 
 
 @pytest.mark.slow
