@@ -129,8 +129,9 @@ def single_task_verdict(table: pd.DataFrame, fine_amp: float, coarse_only: float
     rows = table[(table["fine_amp"] == fine_amp) & (table["coarse_only"] == coarse_only)]
     for classes, task in rows.groupby("classes"):
         first, last = task.iloc[0], task.iloc[-1]
+        longer = f", {last.test_acc:.1f} % after {int(last.epochs)}" if len(task) > 1 else ""
         lines.append(f"- **{classes} classes**: test accuracy {first.test_acc:.1f} % after "
-                     f"{int(first.epochs)} epochs, {last.test_acc:.1f} % after {int(last.epochs)}; "
+                     f"{int(first.epochs)} epochs{longer}; "
                      f"training accuracy then {last.train_acc:.1f} % (augmented images), a gap "
                      f"of {last.train_acc - last.test_acc:+.1f} points; "
                      f"{last.errors_in_superclass:.0f} % of the errors inside the superclass.")

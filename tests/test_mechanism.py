@@ -162,3 +162,5 @@ def test_verdicts_follow_the_numbers():
         for e, acc, share in ((12, 60.0, 0.0), (96, 95.0, 0.0), (96, 10.0, 0.3))}
     text = convergence.single_task_verdict(convergence.single_task_table(measured), 0.14, 0.0)
     assert "60.0 % after 12 epochs, 95.0 % after 96" in text and "gap of +2.0" in text
+    text = convergence.single_task_verdict(convergence.single_task_table(measured), 0.14, 0.3)
+    assert "10.0 % after 96 epochs;" in text  # one length measured: said once
