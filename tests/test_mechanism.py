@@ -155,7 +155,7 @@ def test_verdicts_follow_the_numbers():
     summary = {"epochs12": {"icarl": _arm("nme", 50.0, 40.0), "ucir": _arm("cnn", 55.0, 45.0)},
                "epochs24": {"icarl": _arm("nme", 50.3, 52.0, 24), "ucir": _arm("cnn", 60.0, 1, 24)}}
     text = convergence.epochs_verdict(convergence.epochs_table(summary, 12), 12)
-    assert "**icarl**" in text and "12 → 24: +0.3" in text and "12 epochs pass" in text
+    assert "**iCaRL**" in text and "12 → 24: +0.3" in text and "12 epochs pass" in text
     assert "12 → 24: +5.0" in text and "12 epochs fail" in text
     measured = {f"fine_amp=0.14 coarse_only={share} classes=20 epochs={e}": {
         "test_acc": acc, "train_acc_last_epoch": acc + 2, "errors_inside_superclass": 70.0}
@@ -164,3 +164,17 @@ def test_verdicts_follow_the_numbers():
     assert "60.0 % after 12 epochs, 95.0 % after 96" in text and "gap of +2.0" in text
     text = convergence.single_task_verdict(convergence.single_task_table(measured), 0.14, 0.3)
     assert "10.0 % after 96 epochs;" in text  # one length measured: said once
+
+
+def test_forgetting_verdict_compares_the_longest_arm_with_joint_training():
+    epochs = convergence.epochs_table(
+        {"epochs12": {"icarl": _arm("nme", 50.0, 40.0)},
+         "epochs48": {"icarl": _arm("nme", 60.0, 70.0, 48), "ucir": _arm("cnn", 60.0, 66.0, 48)}}, 12)
+    tasks = convergence.single_task_table({
+        f"fine_amp=0.3 coarse_only=0.3 classes={c} epochs={e}": {
+            "test_acc": acc, "train_acc_last_epoch": acc, "errors_inside_superclass": 50.0}
+        for c, e, acc in ((100, 12, 70.0), (100, 24, 74.0), (20, 48, 99.0))})
+    text = convergence.forgetting_verdict(epochs, tasks, 0.3, 0.3)
+    assert "at 48 epochs: iCaRL 70.0 %, UCIR 66.0 %, against 74.0 %" in text
+    assert "all 100 classes at once (24 epochs), a gap of 6.0 points" in text
+    assert "no joint-training run" in convergence.forgetting_verdict(epochs, tasks, 0.1, 0.0)
