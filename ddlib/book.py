@@ -225,8 +225,9 @@ def scope(profile: str, *parts: str) -> Any:
         "increments": lambda g: _listing(g["increments"]) + " classes per round",
         "ablation": lambda g: "the ablation of "
         + _listing([METHOD_NAMES[m] for m in g["ablation_methods"]]),
-        "expert_init": lambda g: "both expert starts for "
-        + _listing([METHOD_NAMES[m] for m in g["expert_init_methods"]]),
+        "expert_init": lambda g: ("both expert starts for "
+                                  + _listing([METHOD_NAMES[m] for m in g["expert_init_methods"]])
+                                  if g["expert_init_methods"] else "no scratch-started expert"),
     }
     unknown = sorted(set(parts) - set(say))
     if unknown:
