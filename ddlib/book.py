@@ -40,10 +40,6 @@ from .grid import grid
 from .plan import plan, run_all
 
 PROFILE_VAR, DATASETS_VAR = "DDBOOK_PROFILE", "DDBOOK_DATASETS"
-# What a page shows unless its `match` or `require` names the key: the grid's class orders
-# (not Figure 1's dedicated one) and the expert started from the old model (not the
-# expert_init page's scratch arm), so that no other page mixes them into its means.
-_USUAL_RUNS = {"class_order_seed": None, "expert_init": "old"}
 # Datasets as the pages and figures name them (the paper's names).
 def glue(values: dict[str, Any]) -> None:
     """Glue every `key: value` for this page's prose (hidden outputs)."""
@@ -84,10 +80,14 @@ class Exhibit:
 
         self.title, self.profile, self.dataset = title, profile, dataset
         self.results_dir, self.match, self.require = results_dir, match, require
-        usual = {k: v for k, v in _USUAL_RUNS.items() if k not in set(match).union(*require)}
+        # Runs at the profile's values only, unless the page names the field: Figure 1's
+        # dedicated order, the scratch-started expert or a study's longer schedule in the
+        # same store must not enter another page's means.
+        asked = set(match).union(*require)
         found = [(path, payload) for path, payload in store.scan(results_dir)[0]
-                 if store.matches(payload, profile=profile, dataset=dataset, **usual, **match)
-                 and any(store.matches(payload, **need) for need in require)]
+                 if store.matches(payload, profile=profile, dataset=dataset, **match)
+                 and any(store.matches(payload, **need) for need in require)
+                 and not store.overridden(payload) - asked]
         self.results: list[dict[str, Any]] = [payload for _, payload in found]
         self.frame = pd.DataFrame([row for path, payload in found
                                    for row in store.frame_rows(payload, str(path))])

@@ -90,6 +90,15 @@ def config_value(payload: dict[str, Any], key: str) -> Any:
     return payload["config"].get(key, _FIELD_DEFAULTS.get(key))
 
 
+def overridden(payload: dict[str, Any]) -> set[str]:
+    """Fields the result's run set away from its profile's values (`RunConfig.overrides`):
+    a study's longer schedule, a scratch-started expert, a dedicated class order. A field
+    the result does not store counts at the profile's value."""
+    stored = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in payload["config"].items() if k in _FIELD_DEFAULTS}
+    return set(RunConfig(**stored).overrides()) & set(stored)
+
+
 def matches(payload: dict[str, Any], **match: Any) -> bool:
     """Whether the result's config has every `key: value` of `match` (`config_value`)."""
     return all(config_value(payload, k) == v for k, v in match.items())

@@ -42,7 +42,8 @@ def _store(tmp_path, *configs):
     """A results store holding smoke-like results for the given config overrides."""
     for i, over in enumerate(configs):
         payload = two_rounds(COUNTS, dd=over.get("dd", False))
-        payload["config"].update(epochs=3, expert_epochs=2, expert_balanced_epochs=1, **over)
+        payload["config"].update({"epochs": 3, "expert_epochs": 2, "expert_balanced_epochs": 1,
+                                  **over})
         payload.update(schema_version=1, ddlib_version="t", env={}, avg_inc_acc={},
                        last_acc={}, wall_time_s=60, train_time_s=60)
         path = tmp_path / f"r{i}.json"
@@ -85,6 +86,15 @@ def test_dedicated_order_runs_show_only_where_a_page_asks(tmp_path):
                               class_order_seed=18)
     assert [r["config"]["class_order_seed"] for r in fig1.results] == [18]
     assert "the dedicated class order of numpy seed 18" in fig1._repr_markdown_()
+
+
+def test_runs_with_a_changed_schedule_stay_out_of_the_pages(tmp_path):
+    # a convergence study's longer run beside the profile's own, in the same store
+    store = _store(tmp_path, {"dd": False}, {"dd": False, "epochs": 6})
+    shown = ddlib.book.exhibit("Figure 3", "smoke", "synthetic", results_dir=store).results
+    assert [r["config"].get("epochs", 3) for r in shown] == [3]
+    asked = ddlib.book.exhibit("Figure 3", "smoke", "synthetic", results_dir=store, epochs=6)
+    assert [r["config"]["epochs"] for r in asked.results] == [6]
 
 
 def test_scratch_expert_runs_show_only_where_a_page_asks(tmp_path, monkeypatch):
