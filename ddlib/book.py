@@ -80,14 +80,14 @@ class Exhibit:
 
         self.title, self.profile, self.dataset = title, profile, dataset
         self.results_dir, self.match, self.require = results_dir, match, require
-        # Runs at the profile's values only, unless the page names the field: Figure 1's
-        # dedicated order, the scratch-started expert or a study's longer schedule in the
-        # same store must not enter another page's means.
+        # Current runs at the profile's values only, unless the page names the field:
+        # Figure 1's dedicated order, the scratch-started expert, a study's longer schedule
+        # or older images in the same store must not enter another page's means.
         asked = set(match).union(*require)
         found = [(path, payload) for path, payload in store.scan(results_dir)[0]
                  if store.matches(payload, profile=profile, dataset=dataset, **match)
                  and any(store.matches(payload, **need) for need in require)
-                 and not store.overridden(payload) - asked]
+                 and not store.overridden(payload) - asked and not store.is_stale(payload)]
         self.results: list[dict[str, Any]] = [payload for _, payload in found]
         self.frame = pd.DataFrame([row for path, payload in found
                                    for row in store.frame_rows(payload, str(path))])

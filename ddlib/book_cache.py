@@ -31,14 +31,17 @@ def cache_key(*, profile: str, datasets: str, results_dir: str | Path = "results
 
 
 def refresh_cache(build_dir: str | Path = "_build", **key: Any) -> bool:
-    """Delete `build_dir`/.jupyter_cache when `cache_key(**key)` changed since the last
-    build; return whether it was deleted."""
+    """Delete `build_dir`/.jupyter_cache and Sphinx's `.doctrees` when `cache_key(**key)`
+    changed since the last build; return whether they were deleted."""
     build = resolve_path(build_dir)
     stamp = build / ".ddbook-cache-key"
     new = cache_key(**key)
     if stamp.is_file() and stamp.read_text().strip() == new:
         return False
-    shutil.rmtree(build / ".jupyter_cache", ignore_errors=True)
+    # Sphinx re-reads only changed sources: its saved doctrees would keep every page whose
+    # notebook is unchanged as built before, whatever the execution cache says.
+    for cached in (".jupyter_cache", ".doctrees"):
+        shutil.rmtree(build / cached, ignore_errors=True)
     build.mkdir(parents=True, exist_ok=True)
     stamp.write_text(new + "\n")
     return True

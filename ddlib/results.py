@@ -90,6 +90,15 @@ def config_value(payload: dict[str, Any], key: str) -> Any:
     return payload["config"].get(key, _FIELD_DEFAULTS.get(key))
 
 
+def is_stale(payload: dict[str, Any]) -> bool:
+    """Whether the result was made by code whose runs of its config now differ (synthetic
+    images, a method's training: `RunConfig.identity`); results without an identity are
+    not judged."""
+    if "identity" not in payload:
+        return False
+    return RunConfig.from_dict(payload["config"]).identity() != payload["identity"]
+
+
 def overridden(payload: dict[str, Any]) -> set[str]:
     """Fields the result's run set away from its profile's values (`RunConfig.overrides`):
     a study's longer schedule, a scratch-started expert, a dedicated class order. A field

@@ -3,6 +3,7 @@ notebooks' Colab parameter; the Sphinx extension; tests/check_book.py's page che
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -95,6 +96,19 @@ def test_runs_with_a_changed_schedule_stay_out_of_the_pages(tmp_path):
     assert [r["config"].get("epochs", 3) for r in shown] == [3]
     asked = ddlib.book.exhibit("Figure 3", "smoke", "synthetic", results_dir=store, epochs=6)
     assert [r["config"]["epochs"] for r in asked.results] == [6]
+
+
+@pytest.mark.slow
+def test_results_of_older_images_stay_out_of_the_pages(smoke, tmp_path, monkeypatch):
+    from ddlib import config
+
+    cfg = dataclasses.replace(smoke(), results_dir=str(tmp_path))
+    ddlib.run(cfg, verbose=False)
+    assert len(ddlib.book.exhibit("Figure 3", "smoke", "synthetic", results_dir=str(tmp_path),
+                                  method="icarl").results) == 1
+    monkeypatch.setattr(config, "SYNTHETIC_VERSION", config.SYNTHETIC_VERSION + 1)
+    assert not ddlib.book.exhibit("Figure 3", "smoke", "synthetic", results_dir=str(tmp_path),
+                                  method="icarl").results
 
 
 def test_scratch_expert_runs_show_only_where_a_page_asks(tmp_path, monkeypatch):

@@ -16,14 +16,17 @@ from ddlib.methods import METHODS
 
 def test_cache_is_dropped_only_when_results_or_profile_change(tmp_path):
     build, store = tmp_path / "_build", tmp_path / "results"
-    cache = build / ".jupyter_cache"
+    cache, doctrees = build / ".jupyter_cache", build / ".doctrees"
     key = dict(profile="smoke", datasets="synthetic", results_dir=store)
     assert book_cache.refresh_cache(build, **key)            # first build
     cache.mkdir()
-    assert not book_cache.refresh_cache(build, **key) and cache.is_dir()
+    doctrees.mkdir()
+    assert not book_cache.refresh_cache(build, **key) and cache.is_dir() and doctrees.is_dir()
     (store / "smoke").mkdir(parents=True)
     (store / "smoke" / "run.json").write_text("{}")   # the sweep wrote a result
+    # Sphinx's doctrees go too, else it would not re-read (re-execute) unchanged pages
     assert book_cache.refresh_cache(build, **key) and not cache.exists()
+    assert not doctrees.exists()
     cache.mkdir()
     assert book_cache.refresh_cache(build, **{**key, "profile": "cpu"}) and not cache.exists()
 
