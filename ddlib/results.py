@@ -90,22 +90,27 @@ def config_value(payload: dict[str, Any], key: str) -> Any:
     return payload["config"].get(key, _FIELD_DEFAULTS.get(key))
 
 
+def _stored_config(payload: dict[str, Any]) -> tuple[RunConfig, set[str]]:
+    """The result's config as a RunConfig (JSON lists back to tuples) and the fields it
+    stores; fields it does not store take their defaults."""
+    stored = {k: tuple(v) if isinstance(v, list) else v
+              for k, v in payload["config"].items() if k in _FIELD_DEFAULTS}
+    return RunConfig(**stored), set(stored)
+
+
 def is_stale(payload: dict[str, Any]) -> bool:
     """Whether the result was made by code whose runs of its config now differ (synthetic
     images, a method's training: `RunConfig.identity`); results without an identity are
     not judged."""
-    if "identity" not in payload:
-        return False
-    return RunConfig.from_dict(payload["config"]).identity() != payload["identity"]
+    return "identity" in payload and _stored_config(payload)[0].identity() != payload["identity"]
 
 
 def overridden(payload: dict[str, Any]) -> set[str]:
     """Fields the result's run set away from its profile's values (`RunConfig.overrides`):
     a study's longer schedule, a scratch-started expert, a dedicated class order. A field
     the result does not store counts at the profile's value."""
-    stored = {k: tuple(v) if isinstance(v, list) else v
-              for k, v in payload["config"].items() if k in _FIELD_DEFAULTS}
-    return set(RunConfig(**stored).overrides()) & set(stored)
+    cfg, stored = _stored_config(payload)
+    return set(cfg.overrides()) & stored
 
 
 def matches(payload: dict[str, Any], **match: Any) -> bool:
