@@ -237,3 +237,88 @@ def init_comparison(runs) -> pd.DataFrame:
                      **{f"expert_{init}": experts[f"Expert ({init})"]
                         for init in EXPERT_INITS}})
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------- the class-orders study
+# studies/orders.py: every baseline with and without DD on three class orders, as numbers
+# (the book's grid trains one order). `study` is one increment's part of studies/orders.json.
+
+STUDY_ARMS = {"baseline": "baseline", "old": "+DD", "scratch": "+DD (scratch)"}
+
+
+def _study_arm(entry: dict) -> str:
+    return entry["expert_init"] if entry["dd"] else "baseline"
+
+
+def _paired(study: dict[str, dict]) -> dict[str, dict[str, dict[int, dict]]]:
+    """method -> arm -> order -> run, for each arm of each method in the study."""
+    out: dict = {}
+    for entry in study.values():
+        out.setdefault(entry["method"], {}).setdefault(_study_arm(entry), {})[entry["order"]] = entry
+    return {m: out[m] for m in METHOD_NAMES if m in out}
+
+
+def study_accuracy(study: dict[str, dict]) -> pd.DataFrame:
+    """One row per method and arm: accuracy after each round (%, the method's own rule),
+    average incremental and last-round accuracy as mean and std over the orders, and the
+    gain over the baseline on the orders both have (points)."""
+    rows = []
+    for method, arms in _paired(study).items():
+        base = arms.get("baseline", {})
+        for arm, label in STUDY_ARMS.items():
+            runs = arms.get(arm)
+            if not runs:
+                continue
+            avg = pd.Series([r["avg_inc_acc"] for r in runs.values()])
+            last = pd.Series([r["last_acc"] for r in runs.values()])
+            shared = sorted(set(runs) & set(base))
+            gain = (np.mean([runs[o]["avg_inc_acc"] - base[o]["avg_inc_acc"] for o in shared])
+                    if arm != "baseline" and shared else np.nan)
+            curve = np.mean([r["acc"] for r in runs.values()], axis=0)
+            rows.append({"Method": METHOD_NAMES[method], "Arm": label,
+                         "Orders": ",".join(str(o) for o in sorted(runs)),
+                         **{f"R{i + 1}": acc for i, acc in enumerate(curve)},
+                         "Avg": avg.mean(), "Avg std": _std(avg),
+                         "Last": last.mean(), "Last std": _std(last), "Gain": gain})
+    if not rows:
+        raise ValueError("the study has no runs")
+    return pd.DataFrame(rows)
+
+
+def study_pairs(study: dict[str, dict], arm: str = "old") -> pd.DataFrame:
+    """One row per method and class order with a baseline and a +DD run (`arm`: how the
+    expert started): DD's gain in average incremental accuracy, the expert's mean lead over
+    the same-round baseline classifier on its t classes, the rounds it leads, and DD's change
+    of the Table 2 errors (CNN predictions, rounds 2..R, %)."""
+    rows = []
+    for method, arms in _paired(study).items():
+        for order in sorted(set(arms.get("baseline", {})) & set(arms.get(arm, {}))):
+            base, dd = arms["baseline"][order], arms[arm][order]
+            lead = [r["expert"] - r["baseline"] for r in dd.get("mechanism", [])]
+            rows.append({"Method": METHOD_NAMES[method], "Order": order,
+                         "Gain": dd["avg_inc_acc"] - base["avg_inc_acc"],
+                         "Expert lead": np.mean(lead) if lead else np.nan,
+                         "Rounds led": f"{sum(x > 0 for x in lead)} of {len(lead)}",
+                         **{f"{kind.capitalize()} %": 100.0 * (dd["errors"][kind]
+                                                               - base["errors"][kind])
+                            / base["errors"][kind] if base["errors"][kind] else np.nan
+                            for kind in ("confusion", "forgetting", "other")}})
+    if not rows:
+        raise ValueError(f"the study has no method with a baseline and a +DD ({arm}) run "
+                         "on one class order")
+    return pd.DataFrame(rows)
+
+
+def study_verdict(pairs: pd.DataFrame) -> str:
+    """What `study_pairs` says, in words: how often DD helps, and whether the expert's lead
+    goes with DD's gain."""
+    helped = pairs["Gain"] > 0
+    text = (f"DD raises the average incremental accuracy in {int(helped.sum())} of "
+            f"{len(pairs)} (method, order) pairs, by {pairs['Gain'].mean():+.2f} points on "
+            f"average (from {pairs['Gain'].min():+.2f} to {pairs['Gain'].max():+.2f}).")
+    if helped.all() or not helped.any():
+        return text + (f" The expert leads the baseline classifier on its classes by "
+                       f"{pairs['Expert lead'].mean():+.2f} points on average.")
+    return text + (f" Where it helps, the expert leads the baseline classifier on its classes "
+                   f"by {pairs.loc[helped, 'Expert lead'].mean():+.2f} points on average; "
+                   f"where it does not, by {pairs.loc[~helped, 'Expert lead'].mean():+.2f}.")

@@ -178,3 +178,51 @@ def test_forgetting_verdict_compares_the_longest_arm_with_joint_training():
     assert "at 48 epochs: iCaRL 70.0 %, UCIR 66.0 %, against 74.0 %" in text
     assert "all 100 classes at once (24 epochs), a gap of 6.0 points" in text
     assert "no joint-training run" in convergence.forgetting_verdict(epochs, tasks, 0.1, 0.0)
+
+
+def _entry(method, dd, order, avg, acc, errors, init="old", leads=()):
+    return {"method": method, "dd": dd, "order": order, "expert_init": init if dd else None,
+            "rule": "cnn", "acc": acc, "avg_inc_acc": avg, "last_acc": acc[-1],
+            "errors": dict(zip(("confusion", "forgetting", "other"), errors)),
+            **({"mechanism": [{"round": r + 2, "t": 4, "expert": 60.0 + lead,
+                               "baseline": 60.0, "dd": 61.0} for r, lead in enumerate(leads)]}
+               if dd else {})}
+
+
+def _orders_study():
+    runs = [_entry("icarl", False, 0, 70.0, [80, 60], (100, 50, 10)),
+            _entry("icarl", False, 1, 72.0, [82, 62], (200, 40, 10)),
+            _entry("icarl", True, 0, 71.0, [80, 62], (90, 40, 10), leads=(2.0, 4.0)),
+            _entry("icarl", True, 1, 74.0, [82, 66], (150, 40, 0), leads=(1.0, 1.0)),
+            _entry("icarl", True, 0, 69.0, [80, 58], (100, 50, 10), "scratch", (-1.0, 0.0)),
+            _entry("bic", False, 0, 65.0, [75, 55], (100, 20, 5)),
+            _entry("bic", True, 0, 64.0, [75, 53], (110, 20, 5), leads=(-2.0, 1.0))]
+    return {f"{i}": run for i, run in enumerate(runs)}
+
+
+def test_study_accuracy_means_stds_and_paired_gains_by_hand():
+    table = mechanism.study_accuracy(_orders_study()).set_index(["Method", "Arm"])
+    base, dd = table.loc[("iCaRL", "baseline")], table.loc[("iCaRL", "+DD")]
+    assert (base["Avg"], base["Avg std"]) == (71.0, pytest.approx(math.sqrt(2)))
+    assert (dd["R1"], dd["R2"], dd["Avg"], dd["Last"]) == (81.0, 64.0, 72.5, 64.0)
+    assert dd["Gain"] == pytest.approx(1.5) and math.isnan(base["Gain"])
+    # scratch ran on order 0 only: its gain is against order 0's baseline, not the mean
+    scratch = table.loc[("iCaRL", "+DD (scratch)")]
+    assert (scratch["Orders"], scratch["Gain"], scratch["Avg std"]) == ("0", -1.0, 0.0)
+    assert list(table.index.get_level_values("Method").unique()) == ["iCaRL", "BiC"]
+
+
+def test_study_pairs_and_verdict_by_hand():
+    pairs = mechanism.study_pairs(_orders_study()).set_index(["Method", "Order"])
+    first = pairs.loc[("iCaRL", 0)]
+    assert first["Gain"] == 1.0 and first["Expert lead"] == 3.0 and first["Rounds led"] == "2 of 2"
+    assert first["Confusion %"] == -10.0 and first["Forgetting %"] == -20.0
+    assert pairs.loc[("iCaRL", 1), "Other %"] == -100.0
+    assert pairs.loc[("BiC", 0), "Rounds led"] == "1 of 2"
+    verdict = mechanism.study_verdict(pairs.reset_index())
+    assert "in 2 of 3 (method, order) pairs" in verdict
+    assert "where it does not, by -0.50" in verdict and "helps, the expert leads" in verdict
+    scratch = mechanism.study_pairs(_orders_study(), arm="scratch")
+    assert list(scratch["Gain"]) == [-1.0] and list(scratch["Expert lead"]) == [-0.5]
+    with pytest.raises(ValueError, match="no method"):
+        mechanism.study_pairs({"0": _entry("bic", True, 0, 64.0, [75, 53], (1, 1, 1))})

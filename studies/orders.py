@@ -1,0 +1,91 @@
+"""Issue #11's table: every baseline with and without DD over three class orders, `cpu`
+profile, with the expert started both ways for iCaRL and UCIR. The book's grid trains one
+order (its 45-minute budget), so these runs are a study: trained once with this script, and
+their numbers committed in `studies/orders.json`, which the Figure 3 page reads.
+
+Per run the summary keeps what the tables need and the store alone can give: accuracy per
+round (the method's own rule), the Table 2 error split (CNN predictions, summed over rounds
+2..R) and, for +DD runs, the expert's accuracy on its t classes next to the same-round
+baseline classifier's on the same classes (which needs the baseline's checkpoints).
+
+Run: `python studies/orders.py [INCREMENT ...]` (default 20; one torch thread per job; a
+run already in the store, or being trained by a sweep, is read back, not retrained), or
+`python studies/orders.py --summary` to rewrite the JSON from the store alone.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ddlib import results
+from ddlib.analysis import confusion_forgetting
+from ddlib.mechanism import expert_vs_classifiers
+from ddlib.plan import plan
+from ddlib.run import run
+
+HERE = Path(__file__).parent
+ORDERS = (0, 1, 2)
+INCREMENTS = (20, 10)
+INIT_METHODS = ("icarl", "ucir")  # both expert starts, as the issue asks
+
+
+def configs(increment: int, results_dir: str = "results"):
+    """Baselines and +DD (old start) of all four methods, then +DD (scratch start) of
+    INIT_METHODS, on ORDERS."""
+    common = dict(orders=list(ORDERS), increments=[increment], results_dir=results_dir,
+                  threads=1, progress=False)
+    return (plan("cpu", method=["lwf", "icarl", "ucir", "bic"], dd=[False, True], **common)
+            + plan("cpu", method=list(INIT_METHODS), dd=[True], expert_init="scratch", **common))
+
+
+def summarise(result: dict, baseline: dict | None) -> dict:
+    """One run's numbers; `baseline` (the same method and order without DD) gives the
+    expert-vs-classifier rows of a +DD run."""
+    cfg, rule = result["config"], result["inference"]
+    errors = confusion_forgetting(result, rule="cnn").loc[2:]
+    out = {"method": cfg["method"], "dd": cfg["dd"], "order": cfg["order"],
+           "expert_init": results.config_value(result, "expert_init") if cfg["dd"] else None,
+           "rule": rule, "acc": [r[f"acc_{rule}"] for r in result["rounds"]],
+           "avg_inc_acc": result["avg_inc_acc"][rule], "last_acc": result["last_acc"][rule],
+           "errors": {kind: int(errors[kind].sum())
+                      for kind in ("confusion", "forgetting", "other")}}
+    if cfg["dd"] and baseline is not None:
+        rows = expert_vs_classifiers(result, baseline).reset_index()
+        out["mechanism"] = rows.rename(columns={"baseline classifier": "baseline",
+                                                "+DD classifier": "dd"}).to_dict("records")
+    return out
+
+
+def write_summary(results_dir: str = "results") -> dict:
+    """studies/orders.json from every finished run of the study in the store."""
+    summary: dict = {}
+    for increment in INCREMENTS:
+        done = {}
+        for cfg in configs(increment, results_dir):
+            path = results.result_path(cfg)
+            stored = results.read(path) if path.is_file() else {}
+            if stored.get("identity") == cfg.identity():  # not an older profile's run
+                done[cfg] = stored
+        baselines = {(c.method, c.order): r for c, r in done.items() if not c.dd}
+        for cfg, result in done.items():
+            key = f"{cfg.run_name}{'-expert-scratch' if cfg.expert_init == 'scratch' else ''}"
+            summary.setdefault(str(increment), {})[f"{key} order{cfg.order}"] = summarise(
+                result, baselines.get((cfg.method, cfg.order)) if cfg.dd else None)
+    (HERE / "orders.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def main(increments: list[int], results_dir: str = "results") -> None:
+    for increment in increments:
+        for cfg in configs(increment, results_dir):
+            run(cfg)
+            write_summary(results_dir)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--summary"]:
+        write_summary()
+    else:
+        main([int(a) for a in sys.argv[1:]] or [20])
