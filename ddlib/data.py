@@ -82,7 +82,7 @@ def _channel_stats(x: np.ndarray) -> tuple[RGB, RGB]:
 
 # Amplitudes on the 0..1 intensity scale. The superclass sets the base colour, three large
 # blobs and a slow grating; the fine class adds two blobs (2-3 px at 16x16) and a grating near
-# its superclass's texture. A share `_COARSE_ONLY` of each class's images show only their
+# its superclass's texture. A share `COARSE_ONLY` of each class's images show only their
 # superclass's pattern: among siblings they are ambiguous, as CIFAR-100 has images where only
 # the superclass is recognisable, so a converged network still confuses siblings and joint
 # training on 100 classes in superclasses of 5 is capped at 1 - 0.8 * 0.3 = 76 %.
@@ -93,11 +93,12 @@ def _channel_stats(x: np.ndarray) -> tuple[RGB, RGB]:
 # ResNet-32: about 70 % and 81 %), and needed over 96 epochs to get there. A stronger fine
 # pattern (0.35) is learnt within 12 to 24 epochs; the superclass-only images then set the
 # ceiling: 70.8 % on all 100 classes after 12 epochs, 88 % on 20 after 24.
-_COARSE_AMP, _FINE_AMP, _NOISE_AMP = 0.12, 0.35, 0.05
+_COARSE_AMP, _NOISE_AMP = 0.12, 0.05
+FINE_AMP = 0.35  # public, as COARSE_ONLY: the convergence page and the generator study read both
 _CLUTTER_AMP = {4: 0.07, 8: 0.05}  # smooth clutter: grid size -> amplitude
 _FINE_SIGMA = (0.12, 0.2)  # fine blob radius, in image widths
 _ANGLE_JITTER = 0.6  # std (radians) of a fine grating's angle around its superclass texture
-_COARSE_ONLY = 0.3  # share of each class's images that show only their superclass
+COARSE_ONLY = 0.3  # share of each class's images that show only their superclass
 
 
 def _pattern(u: np.ndarray, v: np.ndarray, centre: np.ndarray, sigma: np.ndarray,
@@ -162,7 +163,7 @@ def synthetic(*, num_classes: int = 100, num_superclasses: int = 20, train_per_c
     v, u = np.meshgrid(coords, coords, indexing="ij")  # v: row, u: column
     superclass = np.arange(n_cls, dtype=np.int64) // per
     coarse_pat = base[:, :, None, None] + _COARSE_AMP * _pattern(u, v, *coarse_par)
-    templates = coarse_pat[superclass] + _FINE_AMP * _pattern(u, v, *fine_par)
+    templates = coarse_pat[superclass] + FINE_AMP * _pattern(u, v, *fine_par)
     templates = templates.astype(np.float32)  # (C, 3, S + 2p, S + 2p)
     windows = sliding_window_view(templates, (size, size), axis=(2, 3))  # (C, 3, 2p+1, 2p+1, S, S)
     coarse_windows = sliding_window_view(coarse_pat.astype(np.float32), (size, size), axis=(2, 3))
@@ -173,8 +174,8 @@ def synthetic(*, num_classes: int = 100, num_superclasses: int = 20, train_per_c
     for c in range(n_cls):  # one class at a time keeps the float buffers small
         dy, dx = rng.integers(0, 2 * shift + 1, (2, n))
         crop = windows[c][:, dy, dx].transpose(1, 0, 2, 3)  # (n, 3, S, S)
-        if _COARSE_ONLY:  # module constant: studies/generator.py varies it
-            plain = rng.random(n) < _COARSE_ONLY
+        if COARSE_ONLY:  # module constant: studies/generator.py varies it
+            plain = rng.random(n) < COARSE_ONLY
             crop[plain] = coarse_windows[superclass[c]][:, dy[plain], dx[plain]].transpose(1, 0, 2, 3)
         mean = templates[c].mean(axis=(1, 2))[:, None, None]
         contrast = rng.uniform(0.7, 1.3, (n, 1, 1, 1)).astype(np.float32)

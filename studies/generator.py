@@ -90,7 +90,7 @@ def record(key: str, value: dict) -> None:
 def main(fine_amp: float, coarse_only: float, classes: int, epoch_counts: list[int]) -> None:
     torch.set_num_threads(1)
     cpu = PROFILES["cpu"]
-    data_module._FINE_AMP, data_module._COARSE_ONLY = fine_amp, coarse_only
+    data_module.FINE_AMP, data_module.COARSE_ONLY = fine_amp, coarse_only
     arrays = data_module.synthetic(
         num_classes=cpu["synthetic_classes"], num_superclasses=cpu["synthetic_superclasses"],
         train_per_class=cpu["train_per_class"], test_per_class=cpu["test_per_class"],
