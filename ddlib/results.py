@@ -31,6 +31,14 @@ def result_path(cfg: RunConfig) -> Path:
     return folder / f"{stem}.json"
 
 
+def current(cfg: RunConfig) -> dict[str, Any] | None:
+    """`cfg`'s stored result, or None when there is none or the file holds a run of another
+    identity (an older profile's schedule, older synthetic images) at the same path."""
+    path = result_path(cfg)
+    payload = read(path) if path.is_file() else None
+    return payload if payload and payload.get("identity") == cfg.identity() else None
+
+
 def trained_by(cfg: RunConfig) -> RunConfig | None:
     """The other method's run whose training is `cfg`'s step for step, if any; `cfg`'s result
     is then that run's rounds read with `cfg`'s inference rule, not a second training. LwF

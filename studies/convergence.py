@@ -67,10 +67,10 @@ def write_summary(results_dir: str = "results") -> dict:
     summary: dict = {}
     for arm, (overrides, _, _) in ARMS.items():
         for cfg in configs(arm, results_dir):
-            path = results.result_path(cfg)
-            if path.is_file():
-                summary.setdefault(arm, {})[cfg.run_name] = {
-                    **summarise(results.read(path)), "overrides": overrides}
+            result = results.current(cfg)
+            if result is not None:
+                summary.setdefault(arm, {})[cfg.run_name] = {**summarise(result),
+                                                             "overrides": overrides}
     (HERE / "convergence.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

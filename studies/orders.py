@@ -62,12 +62,8 @@ def write_summary(results_dir: str = "results") -> dict:
     """studies/orders.json from every finished run of the study in the store."""
     summary: dict = {}
     for increment in INCREMENTS:
-        done = {}
-        for cfg in configs(increment, results_dir):
-            path = results.result_path(cfg)
-            stored = results.read(path) if path.is_file() else {}
-            if stored.get("identity") == cfg.identity():  # not an older profile's run
-                done[cfg] = stored
+        stored = {cfg: results.current(cfg) for cfg in configs(increment, results_dir)}
+        done = {cfg: result for cfg, result in stored.items() if result is not None}
         baselines = {(c.method, c.order): r for c, r in done.items() if not c.dd}
         for cfg, result in done.items():
             key = f"{cfg.run_name}{'-expert-scratch' if cfg.expert_init == 'scratch' else ''}"

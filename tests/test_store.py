@@ -82,6 +82,17 @@ def test_load_skips_and_lists_what_is_not_a_current_result(tmp_path: Path) -> No
     assert len(listed) == 8  # rows are checked by load; scan checks the file's frame
 
 
+def test_current_reads_only_a_result_of_the_configs_identity(tmp_path: Path) -> None:
+    cfg = RunConfig.resolve("smoke", method="icarl", results_dir=str(tmp_path))
+    assert results.current(cfg) is None  # nothing stored
+    payload = {**_payload(), "identity": cfg.identity()}
+    results.save(cfg, payload)
+    assert results.current(cfg)["identity"] == cfg.identity()
+    # an older schedule's run at the same path is not this config's result
+    results.save(cfg, {**payload, "identity": "0123456789"})
+    assert results.current(cfg) is None
+
+
 def test_load_of_a_clean_store_is_silent_and_lists_nothing(tmp_path: Path) -> None:
     path = tmp_path / "r/order0.json"
     path.parent.mkdir()
