@@ -309,16 +309,55 @@ def study_pairs(study: dict[str, dict], arm: str = "old") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _pairs(n: int) -> str:
+    return f"{n} (method, order) pair{'s' if n != 1 else ''}"
+
+
 def study_verdict(pairs: pd.DataFrame) -> str:
     """What `study_pairs` says, in words: how often DD helps, and whether the expert's lead
     goes with DD's gain."""
-    helped = pairs["Gain"] > 0
+    helped, gain = pairs["Gain"] > 0, pairs["Gain"]
+    spread = f" (from {gain.min():+.2f} to {gain.max():+.2f})" if len(pairs) > 1 else ""
     text = (f"DD raises the average incremental accuracy in {int(helped.sum())} of "
-            f"{len(pairs)} (method, order) pairs, by {pairs['Gain'].mean():+.2f} points on "
-            f"average (from {pairs['Gain'].min():+.2f} to {pairs['Gain'].max():+.2f}).")
+            f"{_pairs(len(pairs))}, by {gain.mean():+.2f} points on average{spread}.")
     if helped.all() or not helped.any():
         return text + (f" The expert leads the baseline classifier on its classes by "
                        f"{pairs['Expert lead'].mean():+.2f} points on average.")
     return text + (f" Where it helps, the expert leads the baseline classifier on its classes "
                    f"by {pairs.loc[helped, 'Expert lead'].mean():+.2f} points on average; "
                    f"where it does not, by {pairs.loc[~helped, 'Expert lead'].mean():+.2f}.")
+
+
+def study_init(study: dict[str, dict]) -> pd.DataFrame:
+    """One row per method and class order with a baseline and +DD runs with both expert
+    starts: each start's DD gain (average incremental accuracy, points) and expert lead
+    over the same-round baseline classifier on its t classes."""
+    old, scratch = study_pairs(study, "old"), study_pairs(study, "scratch")
+    both = old.merge(scratch, on=["Method", "Order"], suffixes=(" (old)", " (scratch)"))
+    if both.empty:
+        raise ValueError("the study has no method and order with both expert starts")
+    return both[["Method", "Order", "Gain (old)", "Gain (scratch)", "Expert lead (old)",
+                 "Expert lead (scratch)"]]
+
+
+# Margin by which a scratch-started expert must beat the old start in DD's gain, mean over
+# the study's (method, order) pairs, and in every pair, before it replaces the default.
+SCRATCH_MARGIN = 0.5
+
+
+def study_init_verdict(table: pd.DataFrame) -> str:
+    """Which start the study supports, by the rule: `scratch` replaces `old` only when its
+    gain is larger in every (method, order) pair and by over SCRATCH_MARGIN points on
+    average."""
+    diff = table["Gain (scratch)"] - table["Gain (old)"]
+    spread = f" (from {diff.min():+.2f} to {diff.max():+.2f})" if len(table) > 1 else ""
+    text = (f"Over {_pairs(len(table))}, the scratch-started expert's DD gain is "
+            f"{diff.mean():+.2f} points against the old start's on average{spread}; its lead "
+            f"over the baseline classifier "
+            f"on its classes is {table['Expert lead (scratch)'].mean():+.2f} points against "
+            f"{table['Expert lead (old)'].mean():+.2f}.")
+    if (diff > 0).all() and diff.mean() > SCRATCH_MARGIN:
+        return text + " By the rule (larger in every pair and by over " \
+            f"{SCRATCH_MARGIN} points on average), scratch is the better start."
+    return text + f" By the rule (scratch must be larger in every pair and by over " \
+        f"{SCRATCH_MARGIN} points on average), the default stays `old`."

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 from test_analysis import COUNTS, two_rounds
 
@@ -226,3 +227,19 @@ def test_study_pairs_and_verdict_by_hand():
     assert list(scratch["Gain"]) == [-1.0] and list(scratch["Expert lead"]) == [-0.5]
     with pytest.raises(ValueError, match="no method"):
         mechanism.study_pairs({"0": _entry("bic", True, 0, 64.0, [75, 53], (1, 1, 1))})
+
+
+def test_study_init_pairs_each_start_and_keeps_old_by_the_rule():
+    table = mechanism.study_init(_orders_study())
+    assert table.to_dict("records") == [{
+        "Method": "iCaRL", "Order": 0, "Gain (old)": 1.0, "Gain (scratch)": -1.0,
+        "Expert lead (old)": 3.0, "Expert lead (scratch)": -0.5}]
+    verdict = mechanism.study_init_verdict(table)
+    assert "-2.00 points against the old start's" in verdict and "stays `old`" in verdict
+    assert verdict.startswith("Over 1 (method, order) pair,") and "(from" not in verdict
+    better = table.assign(**{"Gain (scratch)": [1.6]})
+    assert "scratch is the better start" in mechanism.study_init_verdict(better)
+    # a larger mean is not enough when one pair goes the other way
+    mixed = pd.concat([better, table]).reset_index(drop=True)
+    mixed["Gain (scratch)"] = [3.0, 0.9]  # +2.0 and -0.1 against old: mean +0.95
+    assert "stays `old`" in mechanism.study_init_verdict(mixed)
