@@ -304,7 +304,7 @@ def end_to_end(*, profile: str = "cpu", quick: bool = False, workers: int = 0,
 
     cpu_clock = workers == 0 and pick_device(device).type == "cpu"
     clock = time.process_time if cpu_clock else time.perf_counter
-    out: dict[str, Any] = {"clock": "cpu" if cpu_clock else "wall"}
+    out: dict[str, Any] = {"clock": "cpu" if cpu_clock else "wall", "quick": quick}
     with tempfile.TemporaryDirectory() as store:
         for name in ("ours", "reference"):
             cfg = RunConfig.resolve(profile, method="icarl", dd=True, device=device,
