@@ -13,6 +13,8 @@
 - `scope(profile, ...)`: the sentence saying what this build's grid leaves out of the paper's.
 - `expert_init_conclusion(results)`: the expert_init page's conclusion, worded from its
   numbers.
+- `orders_study(part)`: the committed class-orders study (`studies/orders.py`), one part
+  of it per increment, for the Figure 3 and expert_init pages.
 
 The run grid the exhibits expect is `ddlib.grid`; the execution-cache step of `make book`
 is `python -m ddlib book-cache` (`ddlib.book_cache`).
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from . import analysis, mechanism
+from . import analysis, convergence, mechanism
 from . import results as store
 from .names import DATASET_LABELS, METHOD_NAMES
 from .config import (
@@ -361,6 +363,43 @@ def expert_init_conclusion(results: Any) -> Any:
             f"{row['expert_old']:.1f} %, the scratch one {row['expert_scratch']:.1f} % (mean "
             f"over the rounds with an expert). {spread}")
     return Markdown("\n".join(points))
+
+
+_STUDY_SIGNED = ("Gain", "Expert lead", "Confusion %", "Forgetting %", "Other %",
+                 "Gain (old)", "Gain (scratch)", "Expert lead (old)", "Expert lead (scratch)")
+
+
+def orders_study(part: str) -> Any:
+    """One part of `studies/orders.json` as Markdown, per increment: "accuracy"
+    (`mechanism.study_accuracy`), "pairs" (`study_pairs` and its verdict) or "starts"
+    (`study_init` and its verdict; increments that ran one start are left out). Without a
+    project checkout (Colab) a sentence saying where the numbers are."""
+    from IPython.display import Markdown
+
+    parts = {"accuracy": lambda runs: (mechanism.study_accuracy(runs), None),
+             "pairs": lambda runs: _with_verdict(mechanism.study_pairs(runs),
+                                                 mechanism.study_verdict),
+             "starts": lambda runs: _with_verdict(mechanism.study_init(runs),
+                                                  mechanism.study_init_verdict)}
+    check_choice("part", part, tuple(parts))
+    study = convergence.study("orders")
+    if study is None:
+        return Markdown("No numbers of the study here: they are committed in the project's "
+                        "repository (`studies/orders.json`), which this installation does "
+                        "not hold.")
+    blocks = []
+    for increment, runs in study.items():
+        if part == "starts" and not any(r["expert_init"] == "scratch" for r in runs.values()):
+            continue
+        frame, verdict = parts[part](runs)
+        table = Table(frame, digits=2, signed=_STUDY_SIGNED)._repr_markdown_()
+        blocks.append(f"**{increment} classes per round**\n\n{table}"
+                      + (f"\n\n{verdict}" if verdict else ""))
+    return Markdown("\n\n".join(blocks))
+
+
+def _with_verdict(frame: Any, verdict: Any) -> tuple[Any, str]:
+    return frame, verdict(frame)
 
 
 def class_table(results: Any, class_name: str) -> Table:

@@ -320,3 +320,22 @@ def test_check_book_finds_broken_internal_links(tmp_path):
     assert check_book.broken_links(good, tmp_path) == []
     bad = [page.as_uri() + "#missing", (tmp_path / "book" / "b.html").as_uri()]
     assert check_book.broken_links(bad, tmp_path) == sorted(bad)
+
+
+def test_orders_study_renders_each_part_per_increment(monkeypatch):
+    from test_mechanism import _orders_study
+
+    default_only = {k: v for k, v in _orders_study().items() if v["expert_init"] != "scratch"}
+    monkeypatch.setattr(ddlib.convergence, "study",
+                        lambda name: {"20": _orders_study(), "10": default_only})
+    accuracy = ddlib.book.orders_study("accuracy").data
+    assert "**20 classes per round**" in accuracy and "**10 classes per round**" in accuracy
+    assert "| iCaRL | +DD | 0,1 | 81.00 | 64.00 |" in accuracy
+    pairs = ddlib.book.orders_study("pairs").data
+    assert pairs.count("DD raises the average incremental accuracy in 2 of 3") == 2
+    starts = ddlib.book.orders_study("starts").data  # 10 per round ran one start: left out
+    assert "**10 classes per round**" not in starts and "stays `old`" in starts
+    with pytest.raises(ValueError, match="part"):
+        ddlib.book.orders_study("curves")
+    monkeypatch.setattr(ddlib.convergence, "study", lambda name: None)
+    assert "No numbers of the study here" in ddlib.book.orders_study("pairs").data
