@@ -74,10 +74,12 @@ def write_summary(results_dir: str = "results") -> dict:
 
 
 def main(increments: list[int], results_dir: str = "results") -> None:
+    """Train what is missing, then summarise once: the summary reloads every baseline's
+    round checkpoints, too slow to repeat after each run (finished runs stay in the store)."""
     for increment in increments:
         for cfg in configs(increment, results_dir):
             run(cfg)
-            write_summary(results_dir)
+    write_summary(results_dir)
 
 
 if __name__ == "__main__":
