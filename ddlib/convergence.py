@@ -70,12 +70,13 @@ def study(name: str) -> dict[str, Any] | None:
 def epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFrame:
     """The epoch arms of `studies/convergence.json`: a row per (method, classifier epochs)
     with average incremental and last-round accuracy by the method's own rule, and `gain`,
-    the average's change over the same method at half the epochs (NaN where not run)."""
+    the average's change over the same method at half the epochs (NaN where not run).
+    Baselines only: the rule never reads DD's runs."""
     rows = []
-    for arm, runs in summary.items():
-        if not re.fullmatch(r"epochs\d+", arm):
-            continue
+    for arm, runs in _epoch_arms(summary):
         for name, numbers in runs.items():
+            if numbers.get("dd"):
+                continue
             rule = numbers["rule"]
             rows.append({"method": name, "epochs": numbers["overrides"].get("epochs", profile_epochs),
                          "avg_inc_acc": numbers["avg_inc_acc"][rule],
@@ -86,6 +87,43 @@ def epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFrame:
     table["gain"] = [row.avg_inc_acc - half.get((row.method, row.epochs), float("nan"))
                      for row in table.itertuples()]
     return table
+
+
+def _epoch_arms(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(arm, runs) for arm, runs in summary.items() if re.fullmatch(r"epochs\d+", arm)]
+
+
+def dd_epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFrame:
+    """The epoch arms that ran a method with and without DD: a row per (method, classifier
+    epochs) with both runs' average incremental and last-round accuracy (the method's own
+    rule) and DD's gain in each (points)."""
+    rows = []
+    for _, runs in _epoch_arms(summary):
+        for dd in (numbers for numbers in runs.values() if numbers.get("dd")):
+            base = next((numbers for numbers in runs.values() if not numbers.get("dd")
+                         and numbers["run"] == dd["run"].split("+")[0]), None)
+            if base is None:
+                continue
+            rule = dd["rule"]
+            rows.append({"method": base["run"],
+                         "epochs": dd["overrides"].get("epochs", profile_epochs),
+                         "baseline": base["avg_inc_acc"][rule], "dd": dd["avg_inc_acc"][rule],
+                         "gain": dd["avg_inc_acc"][rule] - base["avg_inc_acc"][rule],
+                         "baseline_last": base["last_acc"][rule], "dd_last": dd["last_acc"][rule],
+                         "gain_last": dd["last_acc"][rule] - base["last_acc"][rule]})
+    columns = ["method", "epochs", "baseline", "dd", "gain", "baseline_last", "dd_last", "gain_last"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["method", "epochs"], ignore_index=True)
+
+
+def dd_epochs_verdict(table: pd.DataFrame) -> str:
+    """One sentence per method from `dd_epochs_table`: DD's gain at each number of epochs."""
+    if table.empty:
+        return "The study holds no method run with and without DD at the same epochs."
+    return "\n".join(
+        f"- **{METHOD_NAMES.get(method, method)}**: DD's gain in average incremental accuracy "
+        + "; ".join(f"{r.gain:+.2f} points at {int(r.epochs)} epochs (last round {r.gain_last:+.2f})"
+                    for r in rows.itertuples()) + "."
+        for method, rows in table.groupby("method", sort=False))
 
 
 def single_task_table(measured: dict[str, Any]) -> pd.DataFrame:

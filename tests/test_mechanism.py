@@ -62,6 +62,32 @@ def test_epochs_table_reads_each_methods_rule_and_the_gain_of_doubling():
     assert math.isnan(table.loc[("icarl", 12), "gain"]) and math.isnan(table.loc[("ucir", 12), "gain"])
 
 
+def _run(name, rule, avg, last, epochs=None):
+    return {**_arm(rule, avg, last, epochs), "run": name, "dd": name.endswith("+dd")}
+
+
+def test_dd_runs_stay_out_of_the_rule_and_pair_with_their_baseline():
+    summary = {"epochs12": {"icarl": _run("icarl", "nme", 50.0, 40.0)},
+               "epochs24": {"icarl": _run("icarl", "nme", 60.0, 52.0, 24),
+                            "icarl+dd": _run("icarl+dd", "nme", 61.5, 54.0, 24),
+                            "ucir+dd": _run("ucir+dd", "cnn", 70.0, 60.0, 24)},  # no baseline
+               "epochs48": {"icarl": _run("icarl", "nme", 64.0, 58.0, 48),
+                            "icarl+dd": _run("icarl+dd", "nme", 63.0, 59.0, 48)},
+               "expert48": {"icarl+dd": _run("icarl+dd", "nme", 99.0, 99.0)}}  # not an epoch arm
+    epochs = convergence.epochs_table(summary, profile_epochs=12)
+    assert list(epochs["method"]) == ["icarl"] * 3  # the +DD runs never enter the rule
+    assert epochs.set_index("epochs").loc[24, "avg_inc_acc"] == 60.0
+    table = convergence.dd_epochs_table(summary, profile_epochs=12).set_index("epochs")
+    assert list(table.index) == [24, 48] and set(table["method"]) == {"icarl"}
+    assert table.loc[24, "gain"] == pytest.approx(1.5) and table.loc[24, "gain_last"] == pytest.approx(2.0)
+    assert table.loc[48, "gain"] == pytest.approx(-1.0) and table.loc[48, "dd_last"] == 59.0
+    text = convergence.dd_epochs_verdict(table.reset_index())
+    assert "**iCaRL**" in text and "+1.50 points at 24 epochs (last round +2.00)" in text
+    assert "-1.00 points at 48 epochs" in text
+    empty = convergence.dd_epochs_table({"epochs12": summary["epochs12"]}, 12)
+    assert "no method run with and without DD" in convergence.dd_epochs_verdict(empty)
+
+
 def test_single_task_table_parses_the_settings():
     measured = {"fine_amp=0.14 coarse_only=0.3 classes=20 epochs=96": {
         "test_acc": 95.0, "train_acc_last_epoch": 98.0, "errors_inside_superclass": 70.0}}
