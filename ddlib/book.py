@@ -372,8 +372,9 @@ _STUDY_SIGNED = ("Gain", "Expert lead", "Confusion %", "Forgetting %", "Other %"
 def orders_study(part: str) -> Any:
     """One part of `studies/orders.json` as Markdown, per increment: "accuracy"
     (`mechanism.study_accuracy`), "pairs" (`study_pairs` and its verdict) or "starts"
-    (`study_init` and its verdict; increments that ran one start are left out). Without a
-    project checkout (Colab) a sentence saying where the numbers are."""
+    (`study_init` and its verdict). Increments without the runs a part compares (a baseline
+    and +DD on one order; both expert starts) are left out. Without a project checkout
+    (Colab) a sentence saying where the numbers are."""
     from IPython.display import Markdown
 
     parts = {"accuracy": lambda runs: (mechanism.study_accuracy(runs), None),
@@ -389,13 +390,16 @@ def orders_study(part: str) -> Any:
                         "not hold.")
     blocks = []
     for increment, runs in study.items():
-        if part == "starts" and not any(r["expert_init"] == "scratch" for r in runs.values()):
+        if not mechanism.study_has_pairs(runs, *_STUDY_PART_ARMS[part]):
             continue
         frame, verdict = parts[part](runs)
         table = Table(frame, digits=2, signed=_STUDY_SIGNED)._repr_markdown_()
         blocks.append(f"**{increment} classes per round**\n\n{table}"
                       + (f"\n\n{verdict}" if verdict else ""))
     return Markdown("\n\n".join(blocks))
+
+
+_STUDY_PART_ARMS = {"accuracy": (), "pairs": ("old",), "starts": ("old", "scratch")}
 
 
 def _with_verdict(frame: Any, verdict: Any) -> tuple[Any, str]:

@@ -258,6 +258,13 @@ def _paired(study: dict[str, dict]) -> dict[str, dict[str, dict[int, dict]]]:
     return {m: out[m] for m in METHOD_NAMES if m in out}
 
 
+def study_has_pairs(study: dict[str, dict], *arms: str) -> bool:
+    """Whether some method of the study ran, on one class order, the baseline and +DD with
+    each of `arms` (how the expert started)."""
+    return any(set.intersection(*(set(runs.get(arm, {})) for arm in ("baseline", *arms)))
+               for runs in _paired(study).values())
+
+
 def study_accuracy(study: dict[str, dict]) -> pd.DataFrame:
     """One row per method and arm: accuracy after each round (%, the method's own rule),
     average incremental and last-round accuracy as mean and std over the orders, and the

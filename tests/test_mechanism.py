@@ -239,6 +239,17 @@ def test_study_accuracy_means_stds_and_paired_gains_by_hand():
     assert list(table.index.get_level_values("Method").unique()) == ["iCaRL", "BiC"]
 
 
+def test_study_has_pairs_needs_every_arm_on_one_order():
+    study = _orders_study()
+    assert mechanism.study_has_pairs(study) and mechanism.study_has_pairs(study, "old", "scratch")
+    apart = {"b": _entry("icarl", False, 0, 70.0, [80, 60], (1, 1, 1)),
+             "d": _entry("icarl", True, 1, 71.0, [80, 62], (1, 1, 1)),
+             "s": _entry("icarl", True, 0, 69.0, [80, 58], (1, 1, 1), "scratch")}
+    assert mechanism.study_has_pairs(apart, "scratch")
+    assert not mechanism.study_has_pairs(apart, "old")  # baseline on order 0, +DD on 1
+    assert not mechanism.study_has_pairs(apart, "old", "scratch")
+
+
 def test_study_pairs_and_verdict_by_hand():
     pairs = mechanism.study_pairs(_orders_study()).set_index(["Method", "Order"])
     first = pairs.loc[("iCaRL", 0)]
