@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -127,7 +127,8 @@ class RunConfig:
     channels_last: bool | None = None  # NHWC convolutions (always on CUDA; on CPU they pay
                                        # off only for full-width nets, measured by `bench`)
     # classifier schedule (PROTOCOL 1.7, `seed` schedule)
-    epochs: int | None = None
+    epochs: int | None = None          # given alone, it moves the milestones and the
+                                       # expert's phases (80 % and 40 % of it) in proportion
     lr: float = 0.1
     milestones: tuple[int, ...] | None = None  # epochs where lr is divided by 10
     momentum: float = 0.9
@@ -181,8 +182,9 @@ class RunConfig:
             raise ValueError(f"unknown parameter(s) {unknown}; valid names: {sorted(names)}")
         values = {k: v for k, v in overrides.items() if v is not None}
         dataset = values.get("dataset", PROFILES[profile]["dataset"])
-        for key, value in {**PROFILES[profile],
-                           **DATASET_DEFAULTS.get((profile, dataset), {})}.items():
+        defaults = {**PROFILES[profile], **DATASET_DEFAULTS.get((profile, dataset), {})}
+        _follow_epochs(values, defaults)
+        for key, value in defaults.items():
             values.setdefault(key, value)
         values["profile"] = profile
         values.setdefault("init_classes", values["increment"])
@@ -341,6 +343,36 @@ def check_choice(name: str, value: Any, allowed: Iterable[str]) -> None:
     """ValueError naming parameter `name` when `value` is not one of `allowed`."""
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is unknown; choose one of {sorted(allowed)}")
+
+
+# (epochs field, milestones field): milestones follow an epochs override proportionally.
+_SCHEDULES = (("epochs", "milestones"), ("expert_epochs", "expert_milestones"),
+              ("expert_balanced_epochs", "expert_balanced_milestones"))
+
+
+def _follow_epochs(values: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """An `epochs` override scales the expert's two phases by the same factor (the
+    profiles keep the paper's 100 : 80 + 40) unless they are given too; milestones not
+    given move proportionally with their phase's epochs. In place, on `values`."""
+    for name, _ in _SCHEDULES:  # ranges are validate()'s; the arithmetic needs integers
+        if name in values and (isinstance(values[name], bool) or not isinstance(values[name], int)):
+            raise ValueError(f"{name}={values[name]!r} must be an integer")
+    if "epochs" in values:
+        ratio = values["epochs"] / defaults["epochs"]
+        for name in ("expert_epochs", "expert_balanced_epochs"):
+            if name not in values and defaults[name]:
+                values[name] = max(1, round(defaults[name] * ratio))
+    for epochs_field, milestones_field in _SCHEDULES:
+        if epochs_field in values and milestones_field not in values:
+            values[milestones_field] = _scaled(defaults[milestones_field],
+                                               defaults[epochs_field], values[epochs_field])
+
+
+def _scaled(milestones: Sequence[int], epochs: int, new_epochs: int) -> tuple[int, ...]:
+    """Milestones at the same fractions of `new_epochs` as of `epochs` (PROTOCOL's step
+    schedule kept in shape); those landing outside 1..new_epochs-1 are dropped."""
+    moved = {round(m * new_epochs / epochs) for m in milestones}
+    return tuple(sorted(m for m in moved if 1 <= m < new_epochs))
 
 
 def _positive(name: str, value: Any) -> None:

@@ -24,9 +24,6 @@ from .utils import display_path, progress
 
 # Classes of the datasets whose size is known without loading them (for early checks).
 _KNOWN_CLASSES = {"cifar100": 100}
-# (epochs field, milestones field): milestones follow an epochs override proportionally.
-_SCHEDULES = (("epochs", "milestones"), ("expert_epochs", "expert_milestones"),
-              ("expert_balanced_epochs", "expert_balanced_milestones"))
 
 
 def plan(profile: str, *, method: str | Sequence[str], dataset: str | None = None,
@@ -41,24 +38,12 @@ def plan(profile: str, *, method: str | Sequence[str], dataset: str | None = Non
 
     `increments`, `dd`, `orders` and `similar_k` take one value or a list (papermill's
     `-p dd True` or `-y "dd: [false, true]"`); None means the profile's value, for the
-    lists and for any `RunConfig` field passed in `overrides`. An `epochs` override scales
-    the expert's two phases by the same factor (the profile keeps the paper's 100 : 80 + 40),
-    unless they are given too; milestones not given move proportionally with their phase's
-    epochs.
+    lists and for any `RunConfig` field passed in `overrides` (`RunConfig.resolve`: an
+    `epochs` override scales the expert's phases and moves the milestones with it).
     Progress bars follow `TQDM_DISABLE=1` unless `progress` is given.
     """
     check_choice("profile", profile, PROFILES)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "epochs" in overrides:  # the expert's phases keep their ratio to the classifier's
-        ratio = _integer("epochs", overrides["epochs"]) / PROFILES[profile]["epochs"]
-        for name in ("expert_epochs", "expert_balanced_epochs"):
-            if name not in overrides and PROFILES[profile][name]:
-                overrides[name] = max(1, round(PROFILES[profile][name] * ratio))
-    for epochs_field, milestones_field in _SCHEDULES:
-        if epochs_field in overrides and milestones_field not in overrides:
-            overrides[milestones_field] = _scaled(
-                PROFILES[profile][milestones_field], PROFILES[profile][epochs_field],
-                _integer(epochs_field, overrides[epochs_field]))
     overrides.setdefault("progress", os.environ.get("TQDM_DISABLE") != "1")
     runs: dict[Path, RunConfig] = {}  # a baseline planned once whatever the similar_k list
     grid = itertools.product(_values("method", method, str),
@@ -107,19 +92,6 @@ def _values(name: str, value: Any, kind: type, *, allow_none: bool = False) -> l
             raise ValueError(f"{name}={value!r}: each value must be {kind.__name__}"
                              f"{' or None' if allow_none else ''}, got {item!r}")
     return items
-
-
-def _integer(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}={value!r} must be an integer >= 1")
-    return value
-
-
-def _scaled(milestones: Sequence[int], epochs: int, new_epochs: int) -> tuple[int, ...]:
-    """Milestones at the same fractions of `new_epochs` as of `epochs` (PROTOCOL's step
-    schedule kept in shape); those landing outside 1..new_epochs-1 are dropped."""
-    moved = {round(m * new_epochs / epochs) for m in milestones}
-    return tuple(sorted(m for m in moved if 1 <= m < new_epochs))
 
 
 def _check_rounds(cfg: RunConfig) -> None:

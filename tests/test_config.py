@@ -18,6 +18,8 @@ from ddlib.run import load_scenario
     ({"dataset": "mnist"}, "dataset"),
     ({"increment": 0}, "increment"),
     ({"epochs": 0}, "epochs"),
+    ({"epochs": 2.5}, "epochs"),
+    ({"expert_balanced_epochs": "2"}, "expert_balanced_epochs"),
     ({"batch_size": -1}, "batch_size"),
     ({"expert_epochs": 0}, "expert_epochs"),
     ({"similar_k": 5}, "similar_k"),

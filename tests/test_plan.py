@@ -31,6 +31,19 @@ def test_epochs_override_moves_milestones_and_the_experts_phases():
     assert cfg.milestones == (1,) and cfg.expert_epochs == 2 and cfg.expert_milestones == (1,)
 
 
+def test_every_entry_point_scales_an_epochs_override_alike():
+    # `python -m ddlib run --epochs 48` resolves through RunConfig.resolve, not plan: a
+    # schedule doubled there must be the one a study's plan doubles
+    direct = ddlib.RunConfig.resolve("cpu", method="icarl", dd=True, epochs=48, progress=False)
+    (planned,) = ddlib.plan("cpu", method="icarl", dd=True, epochs=48, progress=False)
+    assert direct.identity() == planned.identity()
+    assert direct.milestones == (24, 36) and direct.expert_milestones == (20, 30)  # cpu: 24, (12, 18)
+    assert (direct.expert_epochs, direct.expert_balanced_epochs) == (40, 20)  # 20 + 10 doubled
+    # ImageNet's own schedule is the base there (90 epochs, /10 at 30 and 60), not CIFAR's 100
+    imagenet = ddlib.RunConfig.resolve("paper", dataset="imagenet100", method="icarl", epochs=45)
+    assert imagenet.milestones == (15, 30) and imagenet.expert_epochs == 40
+
+
 @pytest.mark.parametrize("bad, name", [
     (dict(profile="fast"), "profile"), (dict(method="foo"), "method"),
     (dict(orders=["a"]), "orders"), (dict(dd="yes"), "dd"), (dict(orders=[]), "orders"),
