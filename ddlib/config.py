@@ -127,8 +127,8 @@ class RunConfig:
     channels_last: bool | None = None  # NHWC convolutions (always on CUDA; on CPU they pay
                                        # off only for full-width nets, measured by `bench`)
     # classifier schedule (PROTOCOL 1.7, `seed` schedule)
-    epochs: int | None = None          # given alone, it moves the milestones and the
-                                       # expert's phases (80 % and 40 % of it) in proportion
+    epochs: int | None = None          # given alone, it scales the milestones and the
+                                       # expert's phases with it
     lr: float = 0.1
     milestones: tuple[int, ...] | None = None  # epochs where lr is divided by 10
     momentum: float = 0.9

@@ -108,7 +108,7 @@ def test_run_help_documents_every_field_with_its_default_and_choices(capsys):
         assert f"--{name} {{{','.join(values)}}}" in text, name
     assert set(CHOICES["method"]) == set(METHODS)  # every registered method, no other
     epochs = ", ".join(f"{name} {values['epochs']}" for name, values in PROFILES.items())
-    assert f"in proportion (profile default: {epochs})" in text
+    assert f"phases with it (profile default: {epochs})" in text
     assert f"(default: {RunConfig.threads})" in text
 
 
