@@ -96,7 +96,8 @@ def _epoch_arms(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def dd_epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFrame:
     """The epoch arms that ran a method with and without DD: a row per (method, classifier
     epochs) with both runs' average incremental and last-round accuracy (the method's own
-    rule) and DD's gain in each (points)."""
+    rule), DD's gain in each (points) and the expert's mean lead over the same-round
+    baseline classifier on its classes (NaN where not measured)."""
     rows = []
     for _, runs in _epoch_arms(summary):
         for dd in (numbers for numbers in runs.values() if numbers.get("dd")):
@@ -110,8 +111,10 @@ def dd_epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFram
                          "baseline": base["avg_inc_acc"][rule], "dd": dd["avg_inc_acc"][rule],
                          "gain": dd["avg_inc_acc"][rule] - base["avg_inc_acc"][rule],
                          "baseline_last": base["last_acc"][rule], "dd_last": dd["last_acc"][rule],
-                         "gain_last": dd["last_acc"][rule] - base["last_acc"][rule]})
-    columns = ["method", "epochs", "baseline", "dd", "gain", "baseline_last", "dd_last", "gain_last"]
+                         "gain_last": dd["last_acc"][rule] - base["last_acc"][rule],
+                         "expert_lead": dd.get("expert_lead", float("nan"))})
+    columns = ["method", "epochs", "baseline", "dd", "gain", "baseline_last", "dd_last",
+               "gain_last", "expert_lead"]
     return pd.DataFrame(rows, columns=columns).sort_values(["method", "epochs"], ignore_index=True)
 
 
@@ -121,8 +124,9 @@ def dd_epochs_verdict(table: pd.DataFrame) -> str:
         return "The study holds no method run with and without DD at the same epochs."
     return "\n".join(
         f"- **{METHOD_NAMES.get(method, method)}**: DD's gain in average incremental accuracy "
-        + "; ".join(f"{r.gain:+.2f} points at {int(r.epochs)} epochs (last round {r.gain_last:+.2f})"
-                    for r in rows.itertuples()) + "."
+        + "; ".join(f"{r.gain:+.2f} points at {int(r.epochs)} epochs (last round {r.gain_last:+.2f}"
+                    + (f", expert lead {r.expert_lead:+.2f}" if r.expert_lead == r.expert_lead else "")
+                    + ")" for r in rows.itertuples()) + "."
         for method, rows in table.groupby("method", sort=False))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ddlib import results
 from ddlib.convergence import last_fifth_change
+from ddlib.mechanism import expert_vs_classifiers
 from ddlib.names import run_name
 from ddlib.plan import plan
 from ddlib.run import run
@@ -68,14 +69,21 @@ def configs(arm: str, results_dir: str):
 
 
 def write_summary(results_dir: str = "results") -> dict:
-    """studies/convergence.json from every finished run of the study in the store."""
+    """studies/convergence.json from every finished run of the study in the store; a +DD
+    run with its arm's baseline also gets the expert's mean lead over the same-round
+    baseline classifier on its t classes (read from the baseline's checkpoints)."""
     summary: dict = {}
     for arm, (overrides, _, _) in ARMS.items():
-        for cfg in configs(arm, results_dir):
-            result = results.current(cfg)
-            if result is not None:
-                summary.setdefault(arm, {})[cfg.run_name] = {**summarise(result),
-                                                             "overrides": overrides}
+        done = {cfg: results.current(cfg) for cfg in configs(arm, results_dir)}
+        baselines = {cfg.method: r for cfg, r in done.items() if r is not None and not cfg.dd}
+        for cfg, result in done.items():
+            if result is None:
+                continue
+            numbers = {**summarise(result), "overrides": overrides}
+            if cfg.dd and cfg.method in baselines:
+                leads = expert_vs_classifiers(result, baselines[cfg.method])["expert lead"]
+                numbers["expert_lead"] = round(float(leads.mean()), 2)
+            summary.setdefault(arm, {})[cfg.run_name] = numbers
     (HERE / "convergence.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -72,7 +72,8 @@ def test_dd_runs_stay_out_of_the_rule_and_pair_with_their_baseline():
                             "icarl+dd": _run("icarl+dd", "nme", 61.5, 54.0, 24),
                             "ucir+dd": _run("ucir+dd", "cnn", 70.0, 60.0, 24)},  # no baseline
                "epochs48": {"icarl": _run("icarl", "nme", 64.0, 58.0, 48),
-                            "icarl+dd": _run("icarl+dd", "nme", 63.0, 59.0, 48)},
+                            "icarl+dd": {**_run("icarl+dd", "nme", 63.0, 59.0, 48),
+                                         "expert_lead": 0.5}},
                "expert48": {"icarl+dd": _run("icarl+dd", "nme", 99.0, 99.0)}}  # not an epoch arm
     epochs = convergence.epochs_table(summary, profile_epochs=12)
     assert list(epochs["method"]) == ["icarl"] * 3  # the +DD runs never enter the rule
@@ -83,7 +84,8 @@ def test_dd_runs_stay_out_of_the_rule_and_pair_with_their_baseline():
     assert table.loc[48, "gain"] == pytest.approx(-1.0) and table.loc[48, "dd_last"] == 59.0
     text = convergence.dd_epochs_verdict(table.reset_index())
     assert "**iCaRL**" in text and "+1.50 points at 24 epochs (last round +2.00)" in text
-    assert "-1.00 points at 48 epochs" in text
+    assert "-1.00 points at 48 epochs (last round +1.00, expert lead +0.50)" in text
+    assert math.isnan(table.loc[24, "expert_lead"])
     empty = convergence.dd_epochs_table({"epochs12": summary["epochs12"]}, 12)
     assert "no method run with and without DD" in convergence.dd_epochs_verdict(empty)
 
