@@ -369,6 +369,12 @@ _STUDY_SIGNED = ("Gain", "Expert lead", "Confusion %", "Forgetting %", "Other %"
                  "Gain (old)", "Gain (scratch)", "Expert lead (old)", "Expert lead (scratch)")
 
 
+# part of the study -> (its table, its verdict, the expert starts it compares with the baseline)
+_STUDY_PARTS = {"accuracy": (mechanism.study_accuracy, None, ()),
+                "pairs": (mechanism.study_pairs, mechanism.study_verdict, ("old",)),
+                "starts": (mechanism.study_init, mechanism.study_init_verdict, ("old", "scratch"))}
+
+
 def orders_study(part: str) -> Any:
     """One part of `studies/orders.json` as Markdown, per increment: "accuracy"
     (`mechanism.study_accuracy`), "pairs" (`study_pairs` and its verdict) or "starts"
@@ -377,33 +383,22 @@ def orders_study(part: str) -> Any:
     (Colab) a sentence saying where the numbers are."""
     from IPython.display import Markdown
 
-    parts = {"accuracy": lambda runs: (mechanism.study_accuracy(runs), None),
-             "pairs": lambda runs: _with_verdict(mechanism.study_pairs(runs),
-                                                 mechanism.study_verdict),
-             "starts": lambda runs: _with_verdict(mechanism.study_init(runs),
-                                                  mechanism.study_init_verdict)}
-    check_choice("part", part, tuple(parts))
+    check_choice("part", part, _STUDY_PARTS)
     study = convergence.study("orders")
     if study is None:
         return Markdown("No numbers of the study here: they are committed in the project's "
                         "repository (`studies/orders.json`), which this installation does "
                         "not hold.")
+    tabulate, verdict, arms = _STUDY_PARTS[part]
     blocks = []
     for increment, runs in study.items():
-        if not mechanism.study_has_pairs(runs, *_STUDY_PART_ARMS[part]):
+        if not mechanism.study_has_pairs(runs, *arms):
             continue
-        frame, verdict = parts[part](runs)
+        frame = tabulate(runs)
         table = Table(frame, digits=2, signed=_STUDY_SIGNED)._repr_markdown_()
         blocks.append(f"**{increment} classes per round**\n\n{table}"
-                      + (f"\n\n{verdict}" if verdict else ""))
+                      + (f"\n\n{verdict(frame)}" if verdict else ""))
     return Markdown("\n\n".join(blocks))
-
-
-_STUDY_PART_ARMS = {"accuracy": (), "pairs": ("old",), "starts": ("old", "scratch")}
-
-
-def _with_verdict(frame: Any, verdict: Any) -> tuple[Any, str]:
-    return frame, verdict(frame)
 
 
 def class_table(results: Any, class_name: str) -> Table:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from .names import METHOD_NAMES
+from .names import METHOD_NAMES, parse_run_name
 from .utils import project_root
 
 PLATEAU = 0.05          # relative change of the loss over the last fifth of the epochs
@@ -75,7 +75,7 @@ def epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFrame:
     rows = []
     for arm, runs in _epoch_arms(summary):
         for name, numbers in runs.items():
-            if numbers.get("dd"):
+            if parse_run_name(name)[1]:
                 continue
             rule = numbers["rule"]
             rows.append({"method": name, "epochs": numbers["overrides"].get("epochs", profile_epochs),
@@ -100,13 +100,13 @@ def dd_epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFram
     baseline classifier on its classes (NaN where not measured)."""
     rows = []
     for _, runs in _epoch_arms(summary):
-        for dd in (numbers for numbers in runs.values() if numbers.get("dd")):
-            base = next((numbers for numbers in runs.values() if not numbers.get("dd")
-                         and numbers["run"] == dd["run"].split("+")[0]), None)
-            if base is None:
+        for name, dd in runs.items():
+            method, with_dd, _ = parse_run_name(name)
+            base = runs.get(method)  # a baseline's run name is its method's
+            if not with_dd or base is None:
                 continue
             rule = dd["rule"]
-            rows.append({"method": base["run"],
+            rows.append({"method": method,
                          "epochs": dd["overrides"].get("epochs", profile_epochs),
                          "baseline": base["avg_inc_acc"][rule], "dd": dd["avg_inc_acc"][rule],
                          "gain": dd["avg_inc_acc"][rule] - base["avg_inc_acc"][rule],

@@ -44,7 +44,6 @@ ARMS: dict[str, tuple[dict, tuple[str, ...], tuple[bool, ...]]] = {
 def summarise(result: dict) -> dict:
     rounds = result["rounds"]
     out = {"run": run_name(result["config"]["method"], result["config"]["dd"]),
-           "dd": result["config"]["dd"],
            "rule": result["inference"],
            "avg_inc_acc": result["avg_inc_acc"], "last_acc": result["last_acc"],
            "train_time_s": result["train_time_s"],
