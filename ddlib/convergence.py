@@ -21,6 +21,7 @@ from .utils import project_root
 
 PLATEAU = 0.05          # relative change of the loss over the last fifth of the epochs
 MORE_EPOCHS_GAIN = 0.5  # points of average incremental accuracy bought by doubling epochs
+_EXPERT_SCHEDULE = ("epochs", "expert_epochs", "expert_balanced_epochs")  # overrides of an expert arm
 STAGES = {"classifier": "history_classifier", "expert A": "history_expert_a",
           "expert B": "history_expert_b"}
 
@@ -128,6 +129,68 @@ def dd_epochs_verdict(table: pd.DataFrame) -> str:
                     + (f", expert lead {r.expert_lead:+.2f}" if r.expert_lead == r.expert_lead else "")
                     + ")" for r in rows.itertuples()) + "."
         for method, rows in table.groupby("method", sort=False))
+
+
+def expert_epochs_table(summary: dict[str, Any], profile: dict[str, Any]) -> pd.DataFrame:
+    """The +DD runs that change only the expert's epochs (the classifier's kept at
+    `profile`'s): a row per (method, stage A epochs, stage B epochs) with the expert's
+    accuracy on its t classes after stage B (mean over rounds 2..R), the largest last-fifth
+    loss change of either stage in any round, and `gain`, the accuracy's change over the
+    same method at half the expert's epochs (NaN where not run). The expert's own accuracy
+    only: never the classifier DD trains."""
+    rows = []
+    for runs in summary.values():
+        for name, numbers in runs.items():
+            method, with_dd, _ = parse_run_name(name)
+            overrides = numbers["overrides"]
+            if (not with_dd or set(overrides) - set(_EXPERT_SCHEDULE)
+                    or overrides.get("epochs", profile["epochs"]) != profile["epochs"]):
+                continue
+            accs = numbers["expert_acc_b"]
+            changes = numbers["expert_a_last_fifth_change"] + numbers["expert_b_last_fifth_change"]
+            rows.append({"method": method,
+                         "expert_epochs": overrides.get("expert_epochs", profile["expert_epochs"]),
+                         "expert_balanced_epochs": overrides.get("expert_balanced_epochs",
+                                                                 profile["expert_balanced_epochs"]),
+                         "expert_acc": sum(accs) / len(accs),
+                         "largest_change": max(changes, default=float("nan"))})
+    columns = ["method", "expert_epochs", "expert_balanced_epochs", "expert_acc", "largest_change"]
+    table = pd.DataFrame(rows, columns=columns).sort_values(["method", "expert_epochs"],
+                                                            ignore_index=True)
+    half = table.assign(expert_epochs=table["expert_epochs"] * 2).set_index(
+        ["method", "expert_epochs"])["expert_acc"]
+    table["gain"] = [row.expert_acc - half.get((row.method, row.expert_epochs), float("nan"))
+                     for row in table.itertuples()]
+    return table
+
+
+def expert_epochs_verdict(table: pd.DataFrame, profile: dict[str, Any]) -> str:
+    """One sentence per method from `expert_epochs_table`: what each doubling of the
+    expert's epochs bought its accuracy, and whether the profile's pass the rule (loss
+    settled in every round, under `MORE_EPOCHS_GAIN` from doubling)."""
+    if table.empty:
+        return "The study holds no run that changes the expert's epochs alone."
+    own = profile["expert_epochs"]
+    lines = []
+    for method, rows in table.groupby("method", sort=False):
+        steps = [f"{int(r.expert_epochs) // 2} + {int(r.expert_balanced_epochs) // 2} → "
+                 f"{int(r.expert_epochs)} + {int(r.expert_balanced_epochs)}: {r.gain:+.1f}"
+                 for r in rows.itertuples() if r.gain == r.gain]
+        at_profile = rows[rows["expert_epochs"] == own]
+        doubled = rows.loc[rows["expert_epochs"] == 2 * own, "gain"]
+        schedule = f"{own} + {profile['expert_balanced_epochs']} epochs"
+        if at_profile.empty or doubled.empty or doubled.isna().all():
+            verdict = f"{schedule} have not been doubled for this method"
+        elif at_profile["largest_change"].iloc[0] >= PLATEAU:
+            verdict = f"{schedule} fail the rule: the loss has not settled in every round"
+        elif abs(doubled.iloc[0]) < MORE_EPOCHS_GAIN:
+            verdict = f"{schedule} pass the doubling test, with the loss settled in every round"
+        else:
+            verdict = f"{schedule} fail the doubling test"
+        lines.append(f"- **{METHOD_NAMES.get(method, method)}**: the expert's accuracy on its "
+                     f"classes per doubling of its epochs (stage A + B), "
+                     f"{'; '.join(steps) or 'none measured'} points: {verdict}.")
+    return "\n".join(lines)
 
 
 def single_task_table(measured: dict[str, Any]) -> pd.DataFrame:

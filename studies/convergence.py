@@ -56,8 +56,9 @@ def summarise(result: dict) -> dict:
             expert_acc_a=[r["expert_acc_a"] for r in later],
             expert_acc_b=[r["expert_acc_b"] for r in later],
             classifier_acc_on_expert_classes=[r["classifier_acc_on_expert_classes"] for r in later],
-            expert_b_last_fifth_change=[last_fifth_change([e["loss"] for e in r["history_expert_b"]])
-                                        for r in later if r["history_expert_b"]])
+            **{f"expert_{stage}_last_fifth_change": [
+                last_fifth_change([e["loss"] for e in r[f"history_expert_{stage}"]])
+                for r in later if r[f"history_expert_{stage}"]] for stage in ("a", "b")})
     return out
 
 

@@ -63,7 +63,7 @@ def test_epochs_table_reads_each_methods_rule_and_the_gain_of_doubling():
 
 
 def _run(name, rule, avg, last, epochs=None):
-    return {**_arm(rule, avg, last, epochs), "run": name, "dd": name.endswith("+dd")}
+    return {**_arm(rule, avg, last, epochs), "run": name}
 
 
 def test_dd_runs_stay_out_of_the_rule_and_pair_with_their_baseline():
@@ -88,6 +88,52 @@ def test_dd_runs_stay_out_of_the_rule_and_pair_with_their_baseline():
     assert math.isnan(table.loc[24, "expert_lead"])
     empty = convergence.dd_epochs_table({"epochs12": summary["epochs12"]}, 12)
     assert "no method run with and without DD" in convergence.dd_epochs_verdict(empty)
+
+
+def _expert_run(expert_accs, changes_a, changes_b, **overrides):
+    return {**_run("icarl+dd", "nme", 99.0, 99.0), "overrides": overrides,
+            "expert_acc_b": expert_accs, "expert_a_last_fifth_change": changes_a,
+            "expert_b_last_fifth_change": changes_b}
+
+
+CPU_LIKE = {"epochs": 24, "expert_epochs": 20, "expert_balanced_epochs": 10}
+
+
+def test_expert_epochs_table_reads_the_experts_own_accuracy_at_the_classifiers_epochs():
+    summary = {
+        "epochs24": {"icarl": _run("icarl", "nme", 60.0, 50.0, 24),  # a baseline: no expert
+                     "icarl+dd": _expert_run([70.0, 80.0], [0.01, 0.02], [0.03, 0.04], epochs=24)},
+        "expert12": {"icarl+dd": _expert_run([60.0, 70.0], [0.1, 0.2], [0.0, 0.0], epochs=24,
+                                             expert_epochs=10, expert_balanced_epochs=5)},
+        "expert48": {"icarl+dd": _expert_run([75.0, 75.4], [0.0, 0.0], [0.01, 0.0], epochs=24,
+                                             expert_epochs=40, expert_balanced_epochs=20)},
+        # the classifier's epochs or the data changed too: not an expert arm
+        "epochs48": {"icarl+dd": _expert_run([90.0, 90.0], [0.0], [0.0], epochs=48)},
+        "size32": {"icarl+dd": _expert_run([90.0, 90.0], [0.0], [0.0], image_size=32)}}
+    table = convergence.expert_epochs_table(summary, CPU_LIKE).set_index("expert_epochs")
+    assert list(table.index) == [10, 20, 40] and list(table["expert_balanced_epochs"]) == [5, 10, 20]
+    assert table.loc[20, "expert_acc"] == 75.0  # mean over rounds 2..R
+    assert table.loc[10, "largest_change"] == 0.2 and table.loc[20, "largest_change"] == 0.04
+    assert table.loc[20, "gain"] == pytest.approx(10.0)
+    assert table.loc[40, "gain"] == pytest.approx(0.2) and math.isnan(table.loc[10, "gain"])
+    text = convergence.expert_epochs_verdict(table.reset_index(), CPU_LIKE)
+    assert "**iCaRL**" in text and "10 + 5 → 20 + 10: +10.0; 20 + 10 → 40 + 20: +0.2 points" in text
+    assert "20 + 10 epochs pass the doubling test" in text
+    # the loss still moving at the profile's epochs fails the rule whatever doubling buys
+    summary["epochs24"]["icarl+dd"]["expert_b_last_fifth_change"] = [0.03, 0.06]
+    table = convergence.expert_epochs_table(summary, CPU_LIKE)
+    assert "fail the rule: the loss has not settled" in convergence.expert_epochs_verdict(table, CPU_LIKE)
+    del summary["expert48"]
+    table = convergence.expert_epochs_table(summary, CPU_LIKE)
+    assert "have not been doubled" in convergence.expert_epochs_verdict(table, CPU_LIKE)
+    summary["expert48"] = {"icarl+dd": _expert_run([80.0, 81.0], [0.0], [0.0], epochs=24,
+                                                   expert_epochs=40, expert_balanced_epochs=20)}
+    summary["epochs24"]["icarl+dd"]["expert_b_last_fifth_change"] = [0.0]
+    table = convergence.expert_epochs_table(summary, CPU_LIKE)
+    assert "20 + 10 epochs fail the doubling test" in convergence.expert_epochs_verdict(table, CPU_LIKE)
+    empty = convergence.expert_epochs_table({"epochs24": {"icarl": summary["epochs24"]["icarl"]}},
+                                            CPU_LIKE)
+    assert "no run that changes the expert's epochs" in convergence.expert_epochs_verdict(empty, CPU_LIKE)
 
 
 def test_single_task_table_parses_the_settings():
