@@ -84,10 +84,27 @@ def epochs_table(summary: dict[str, Any], profile_epochs: int) -> pd.DataFrame:
                          "last_acc": numbers["last_acc"][rule]})
     table = pd.DataFrame(rows, columns=["method", "epochs", "avg_inc_acc", "last_acc"])
     table = table.sort_values(["method", "epochs"], ignore_index=True)
-    half = table.assign(epochs=table["epochs"] * 2).set_index(["method", "epochs"])["avg_inc_acc"]
-    table["gain"] = [row.avg_inc_acc - half.get((row.method, row.epochs), float("nan"))
-                     for row in table.itertuples()]
+    table["gain"] = _gain_over_half(table, "epochs", "avg_inc_acc")
     return table
+
+
+def _gain_over_half(table: pd.DataFrame, epochs: str, value: str) -> list[float]:
+    """Each row's `value` minus the same method's at half its `epochs` (NaN where not run)."""
+    half = table.assign(**{epochs: table[epochs] * 2}).set_index(["method", epochs])[value]
+    return [row[value] - half.get((row["method"], row[epochs]), float("nan"))
+            for _, row in table.iterrows()]
+
+
+def _doubling_verdict(schedule: str, doubled: pd.Series, settled: bool = True) -> str:
+    """The rule's verdict on `schedule`, from the gain its doubling bought (`doubled`: the
+    doubled row's gain, empty or NaN where not run) and whether its loss settled."""
+    if doubled.empty or doubled.isna().all():
+        return f"{schedule} have not been doubled for this method"
+    if not settled:
+        return f"{schedule} fail the rule: the loss has not settled in every round"
+    if abs(doubled.iloc[0]) < MORE_EPOCHS_GAIN:
+        return f"{schedule} pass the doubling test"
+    return f"{schedule} fail the doubling test"
 
 
 def _epoch_arms(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -157,10 +174,7 @@ def expert_epochs_table(summary: dict[str, Any], profile: dict[str, Any]) -> pd.
     columns = ["method", "expert_epochs", "expert_balanced_epochs", "expert_acc", "largest_change"]
     table = pd.DataFrame(rows, columns=columns).sort_values(["method", "expert_epochs"],
                                                             ignore_index=True)
-    half = table.assign(expert_epochs=table["expert_epochs"] * 2).set_index(
-        ["method", "expert_epochs"])["expert_acc"]
-    table["gain"] = [row.expert_acc - half.get((row.method, row.expert_epochs), float("nan"))
-                     for row in table.itertuples()]
+    table["gain"] = _gain_over_half(table, "expert_epochs", "expert_acc")
     return table
 
 
@@ -176,17 +190,9 @@ def expert_epochs_verdict(table: pd.DataFrame, profile: dict[str, Any]) -> str:
         steps = [f"{int(r.expert_epochs) // 2} + {int(r.expert_balanced_epochs) // 2} → "
                  f"{int(r.expert_epochs)} + {int(r.expert_balanced_epochs)}: {r.gain:+.1f}"
                  for r in rows.itertuples() if r.gain == r.gain]
-        at_profile = rows[rows["expert_epochs"] == own]
-        doubled = rows.loc[rows["expert_epochs"] == 2 * own, "gain"]
-        schedule = f"{own} + {profile['expert_balanced_epochs']} epochs"
-        if at_profile.empty or doubled.empty or doubled.isna().all():
-            verdict = f"{schedule} have not been doubled for this method"
-        elif at_profile["largest_change"].iloc[0] >= PLATEAU:
-            verdict = f"{schedule} fail the rule: the loss has not settled in every round"
-        elif abs(doubled.iloc[0]) < MORE_EPOCHS_GAIN:
-            verdict = f"{schedule} pass the doubling test, with the loss settled in every round"
-        else:
-            verdict = f"{schedule} fail the doubling test"
+        settled = (rows.loc[rows["expert_epochs"] == own, "largest_change"] < PLATEAU).all()
+        verdict = _doubling_verdict(f"{own} + {profile['expert_balanced_epochs']} epochs",
+                                    rows.loc[rows["expert_epochs"] == 2 * own, "gain"], settled)
         lines.append(f"- **{METHOD_NAMES.get(method, method)}**: the expert's accuracy on its "
                      f"classes per doubling of its epochs (stage A + B), "
                      f"{'; '.join(steps) or 'none measured'} points: {verdict}.")
@@ -216,13 +222,8 @@ def epochs_verdict(table: pd.DataFrame, profile_epochs: int) -> str:
     for method, rows in table.groupby("method", sort=False):
         steps = [f"{int(r.epochs) // 2} → {int(r.epochs)}: {r.gain:+.1f}"
                  for r in rows.itertuples() if r.gain == r.gain]
-        profile_step = rows.loc[rows["epochs"] == 2 * profile_epochs, "gain"]
-        if profile_step.empty or profile_step.isna().all():
-            verdict = f"{profile_epochs} epochs have not been doubled for this method"
-        elif abs(profile_step.iloc[0]) < MORE_EPOCHS_GAIN:
-            verdict = f"{profile_epochs} epochs pass the doubling test"
-        else:
-            verdict = f"{profile_epochs} epochs fail the doubling test"
+        verdict = _doubling_verdict(f"{profile_epochs} epochs",
+                                    rows.loc[rows["epochs"] == 2 * profile_epochs, "gain"])
         lines.append(f"- **{METHOD_NAMES.get(method, method)}**: average incremental accuracy "
                      f"per doubling of the epochs, {'; '.join(steps) or 'none measured'} "
                      f"points: {verdict}.")
