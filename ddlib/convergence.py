@@ -95,6 +95,10 @@ def _gain_over_half(table: pd.DataFrame, epochs: str, value: str) -> list[float]
             for _, row in table.iterrows()]
 
 
+def _steps_text(steps: list[str]) -> str:
+    return f"{'; '.join(steps)} points" if steps else "none measured"
+
+
 def _doubling_verdict(schedule: str, doubled: pd.Series, settled: bool = True) -> str:
     """The rule's verdict on `schedule`, from the gain its doubling bought (`doubled`: the
     doubled row's gain, empty or NaN where not run) and whether its loss settled."""
@@ -195,7 +199,7 @@ def expert_epochs_verdict(table: pd.DataFrame, profile: dict[str, Any]) -> str:
                                     rows.loc[rows["expert_epochs"] == 2 * own, "gain"], settled)
         lines.append(f"- **{METHOD_NAMES.get(method, method)}**: the expert's accuracy on its "
                      f"classes per doubling of its epochs (stage A + B), "
-                     f"{'; '.join(steps) or 'none measured'} points: {verdict}.")
+                     f"{_steps_text(steps)}: {verdict}.")
     return "\n".join(lines)
 
 
@@ -225,8 +229,7 @@ def epochs_verdict(table: pd.DataFrame, profile_epochs: int) -> str:
         verdict = _doubling_verdict(f"{profile_epochs} epochs",
                                     rows.loc[rows["epochs"] == 2 * profile_epochs, "gain"])
         lines.append(f"- **{METHOD_NAMES.get(method, method)}**: average incremental accuracy "
-                     f"per doubling of the epochs, {'; '.join(steps) or 'none measured'} "
-                     f"points: {verdict}.")
+                     f"per doubling of the epochs, {_steps_text(steps)}: {verdict}.")
     return "\n".join(lines)
 
 

@@ -125,7 +125,11 @@ def test_expert_epochs_table_reads_the_experts_own_accuracy_at_the_classifiers_e
     assert "fail the rule: the loss has not settled" in convergence.expert_epochs_verdict(table, CPU_LIKE)
     del summary["expert48"]
     table = convergence.expert_epochs_table(summary, CPU_LIKE)
-    assert "have not been doubled" in convergence.expert_epochs_verdict(table, CPU_LIKE)
+    assert "stage A + B), 10 + 5 → 20 + 10: +10.0 points: 20 + 10 epochs have not been doubled" in (
+        convergence.expert_epochs_verdict(table, CPU_LIKE))
+    alone = convergence.expert_epochs_table({"epochs24": summary["epochs24"]}, CPU_LIKE)
+    assert "(stage A + B), none measured: 20 + 10 epochs have not been doubled" in (
+        convergence.expert_epochs_verdict(alone, CPU_LIKE))
     summary["expert48"] = {"icarl+dd": _expert_run([80.0, 81.0], [0.0], [0.0], epochs=24,
                                                    expert_epochs=40, expert_balanced_epochs=20)}
     summary["epochs24"]["icarl+dd"]["expert_b_last_fifth_change"] = [0.0]
