@@ -203,6 +203,73 @@ def expert_epochs_verdict(table: pd.DataFrame, profile: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# The profile's reductions of the paper's setting that a study arm can undo one at a time.
+REDUCTIONS = {"image_size": "image size", "width": "network width",
+              "train_per_class": "training images per class"}
+
+
+def reductions_table(summary: dict[str, Any], profile: dict[str, Any]) -> pd.DataFrame:
+    """The arms that undo one of `profile`'s `REDUCTIONS` (all else at the profile's), after
+    the profile's own runs (the arm whose only override is the profile's epochs): a row per
+    (method, change) with the baseline's and +DD's average incremental accuracy (the
+    method's own rule), DD's gain, the expert's mean lead over the same-round baseline
+    classifier on its classes, and the baseline's largest last-fifth loss change after
+    round 1 (is it still settled?). NaN where an arm lacks the run."""
+    rows = []
+    for runs in summary.values():
+        overrides = dict(next(iter(runs.values()))["overrides"])
+        if overrides.get("epochs") == profile["epochs"]:
+            del overrides["epochs"]
+        if len(overrides) > 1 or set(overrides) - set(REDUCTIONS):
+            continue
+        field, value = next(iter(overrides.items()), (None, None))
+        change = f"{REDUCTIONS[field]} {profile[field]} → {value}" if field else "none (the profile)"
+        for method in dict.fromkeys(parse_run_name(name)[0] for name in runs):
+            base, dd = runs.get(method, {}), runs.get(f"{method}+dd", {})
+            rule = (base or dd)["rule"]
+            avg = {arm: numbers["avg_inc_acc"][rule] if numbers else float("nan")
+                   for arm, numbers in (("baseline", base), ("dd", dd))}
+            rows.append({"method": method, "change": change, "field": field, **avg,
+                         "gain": avg["dd"] - avg["baseline"],
+                         "expert_lead": dd.get("expert_lead", float("nan")),
+                         "baseline_change": max(base.get("classifier_last_fifth_change", [])[1:],
+                                                default=float("nan"))})
+    columns = ["method", "change", "field", "baseline", "dd", "gain", "expert_lead",
+               "baseline_change"]
+    table = pd.DataFrame(rows, columns=columns)
+    rank = {field: i for i, field in enumerate(REDUCTIONS, start=1)}
+    table["rank"] = [rank.get(field, 0) for field in table["field"]]
+    return table.sort_values(["method", "rank"], ignore_index=True).drop(columns="rank")
+
+
+def reductions_verdict(table: pd.DataFrame) -> str:
+    """One sentence per undone reduction from `reductions_table`: what it changes in the
+    baseline and in DD's gain against the profile's runs of the same method, and which of
+    them move DD's gain by at least `MORE_EPOCHS_GAIN` points."""
+    lines, moved = [], []
+    for method, rows in table.groupby("method", sort=False):
+        own = rows[rows["field"].isna()]
+        if own.empty:
+            continue
+        own = own.iloc[0]
+        name = METHOD_NAMES.get(method, method)
+        for r in rows[rows["field"].notna()].itertuples():
+            if r.baseline != r.baseline:
+                continue
+            text = f"- **{name}, {r.change}**: the baseline {r.baseline - own.baseline:+.2f} points"
+            if r.gain == r.gain and own.gain == own.gain:
+                text += (f"; DD's gain {own.gain:+.2f} → {r.gain:+.2f} (expert lead "
+                         f"{own.expert_lead:+.2f} → {r.expert_lead:+.2f})")
+                if abs(r.gain - own.gain) >= MORE_EPOCHS_GAIN:
+                    moved.append(f"{name}: {r.change}")
+            lines.append(text + ".")
+    if not lines:
+        return "The study holds no run that undoes one of the profile's reductions."
+    lines.append(f"Undoing a reduction moves DD's gain by {MORE_EPOCHS_GAIN} points or more in: "
+                 + ("; ".join(moved) if moved else "none measured") + ".")
+    return "\n".join(lines)
+
+
 def single_task_table(measured: dict[str, Any]) -> pd.DataFrame:
     """`studies/generator.json` as a table: a row per (fine amplitude, share of
     superclass-only images, classes, epochs) with test accuracy, the last epoch's training

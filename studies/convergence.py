@@ -69,10 +69,13 @@ def configs(arm: str, results_dir: str):
 
 
 def write_summary(results_dir: str = "results") -> dict:
-    """studies/convergence.json from every finished run of the study in the store; a +DD
-    run with its arm's baseline also gets the expert's mean lead over the same-round
-    baseline classifier on its t classes (read from the baseline's checkpoints)."""
-    summary: dict = {}
+    """studies/convergence.json updated with every finished run of the study in the store
+    (a run the store lacks keeps its committed numbers: a store holds what one machine
+    trained); a +DD run with its arm's baseline also gets the expert's mean lead over the
+    same-round baseline classifier on its t classes (read from the baseline's checkpoints)."""
+    path = HERE / "convergence.json"
+    committed = json.loads(path.read_text()) if path.is_file() else {}
+    summary: dict = {arm: dict(committed[arm]) for arm in ARMS if arm in committed}
     for arm, (overrides, _, _) in ARMS.items():
         done = {cfg: results.current(cfg) for cfg in configs(arm, results_dir)}
         baselines = {cfg.method: r for cfg, r in done.items() if r is not None and not cfg.dd}
@@ -84,7 +87,7 @@ def write_summary(results_dir: str = "results") -> dict:
                 leads = expert_vs_classifiers(result, baselines[cfg.method])["expert lead"]
                 numbers["expert_lead"] = round(float(leads.mean()), 2)
             summary.setdefault(arm, {})[cfg.run_name] = numbers
-    (HERE / "convergence.json").write_text(json.dumps(summary, indent=1) + "\n")
+    path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 

@@ -332,3 +332,40 @@ def test_study_init_pairs_each_start_and_keeps_old_by_the_rule():
     mixed = pd.concat([better, table]).reset_index(drop=True)
     mixed["Gain (scratch)"] = [3.0, 0.9]  # +2.0 and -0.1 against old: mean +0.95
     assert "stays `old`" in mechanism.study_init_verdict(mixed)
+
+
+def _reduced(name, avg, changes=(0.2, 0.01, 0.03), lead=None, **overrides):
+    run = {**_run(name, "nme", avg, avg - 5, None), "overrides": overrides,
+           "classifier_last_fifth_change": list(changes)}
+    return run if lead is None else {**run, "expert_lead": lead}
+
+
+def test_reductions_table_sets_each_undone_reduction_against_the_profiles_runs():
+    summary = {
+        "epochs24": {"icarl": _reduced("icarl", 70.0, epochs=24),
+                     "icarl+dd": _reduced("icarl+dd", 70.5, lead=1.0, epochs=24)},
+        "epochs48": {"icarl": _reduced("icarl", 90.0, epochs=48)},  # an epoch arm: left out
+        "expert48": {"icarl+dd": _reduced("icarl+dd", 90.0, epochs=24, expert_epochs=40)},
+        "per400": {"icarl": _reduced("icarl", 74.0, (0.3, 0.02, 0.08), train_per_class=400),
+                   "icarl+dd": _reduced("icarl+dd", 76.0, lead=3.0, train_per_class=400)},
+        "size32": {"icarl": _reduced("icarl", 71.0, image_size=32),
+                   "icarl+dd": _reduced("icarl+dd", 71.2, lead=0.5, image_size=32)},
+        "width1": {"icarl": _reduced("icarl", 72.0, width=1.0)}}  # its +DD still training
+    table = convergence.reductions_table(summary, CPU_LIKE | {"image_size": 16, "width": 0.5,
+                                                              "train_per_class": 100})
+    assert list(table["change"]) == ["none (the profile)", "image size 16 → 32",
+                                     "network width 0.5 → 1.0", "training images per class 100 → 400"]
+    rows = table.set_index("change")
+    assert rows.loc["none (the profile)", "gain"] == pytest.approx(0.5)
+    assert rows.loc["training images per class 100 → 400", "gain"] == pytest.approx(2.0)
+    assert rows.loc["training images per class 100 → 400", "expert_lead"] == 3.0
+    # round 1 left out of the loss change: it starts from random weights
+    assert rows.loc["training images per class 100 → 400", "baseline_change"] == pytest.approx(0.08)
+    assert math.isnan(rows.loc["network width 0.5 → 1.0", "dd"])
+    text = convergence.reductions_verdict(table)
+    assert "**iCaRL, training images per class 100 → 400**: the baseline +4.00 points; DD's gain " \
+           "+0.50 → +2.00 (expert lead +1.00 → +3.00)." in text
+    assert "**iCaRL, network width 0.5 → 1.0**: the baseline +2.00 points." in text
+    assert text.endswith("by 0.5 points or more in: iCaRL: training images per class 100 → 400.")
+    assert "no run that undoes" in convergence.reductions_verdict(
+        convergence.reductions_table({"epochs48": summary["epochs48"]}, CPU_LIKE))
