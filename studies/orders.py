@@ -10,7 +10,7 @@ baseline classifier's on the same classes (which needs the baseline's checkpoint
 
 Run: `python studies/orders.py [INCREMENT ...]` (default 20; one torch thread per job; a
 run already in the store, or being trained by a sweep, is read back, not retrained), or
-`python studies/orders.py --summary` to rewrite the JSON from the store alone.
+`python studies/orders.py --summary` to update the JSON from the store alone.
 """
 
 from __future__ import annotations
@@ -59,8 +59,10 @@ def summarise(result: dict, baseline: dict | None) -> dict:
 
 
 def write_summary(results_dir: str = "results") -> dict:
-    """studies/orders.json from every finished run of the study in the store."""
-    summary: dict = {}
+    """studies/orders.json updated with every finished run of the study in the store (a run
+    the store lacks keeps its committed numbers: a store holds what one machine trained)."""
+    path = HERE / "orders.json"
+    summary: dict = json.loads(path.read_text()) if path.is_file() else {}
     for increment in INCREMENTS:
         stored = {cfg: results.current(cfg) for cfg in configs(increment, results_dir)}
         done = {cfg: result for cfg, result in stored.items() if result is not None}
@@ -69,7 +71,7 @@ def write_summary(results_dir: str = "results") -> dict:
             key = f"{cfg.run_name}{'-expert-scratch' if cfg.expert_init == 'scratch' else ''}"
             summary.setdefault(str(increment), {})[f"{key} order{cfg.order}"] = summarise(
                 result, baselines.get((cfg.method, cfg.order)) if cfg.dd else None)
-    (HERE / "orders.json").write_text(json.dumps(summary, indent=1) + "\n")
+    path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
