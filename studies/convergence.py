@@ -4,7 +4,8 @@ Each arm changes one thing against the `cpu` profile (the classifier's epochs, w
 expert's in proportion; the expert's epochs alone; 32x32 images; full width; 400 training
 images per class), always on order 0 at `INCREMENT` classes per round. The epoch arms run
 the baselines (iCaRL, UCIR), with +DD as well at `DD_EPOCHS`; the expert arms iCaRL+DD;
-the other arms iCaRL and iCaRL+DD. `convergence-v2.json` holds the same study on synthetic data version 2 (before
+the other arms iCaRL and iCaRL+DD, and full width UCIR and UCIR+DD too (the method whose
+gain the doubled epochs shrank most). `convergence-v2.json` holds the same study on synthetic data version 2 (before
 issue #11's generator change) at 10 classes per round. Results land in the normal store (`--results-dir`);
 `summarise` writes the numbers the book's "Training to convergence" page and the closing
 note use. Run: `python studies/convergence.py [arm ...]` (one torch thread per job).
@@ -36,7 +37,7 @@ ARMS: dict[str, tuple[dict, tuple[str, ...], tuple[bool, ...]]] = {
     "expert12": ({"epochs": 24, "expert_epochs": 10, "expert_balanced_epochs": 5}, ("icarl",), (True,)),
     "expert48": ({"epochs": 24, "expert_epochs": 40, "expert_balanced_epochs": 20}, ("icarl",), (True,)),
     "size32": ({"image_size": 32}, ("icarl",), (False, True)),
-    "width1": ({"width": 1.0}, ("icarl",), (False, True)),
+    "width1": ({"width": 1.0}, ("icarl", "ucir"), (False, True)),
     "per400": ({"train_per_class": 400}, ("icarl",), (False, True)),
 }
 
