@@ -288,15 +288,19 @@ def single_task_table(measured: dict[str, Any]) -> pd.DataFrame:
 
 def epochs_verdict(table: pd.DataFrame, profile_epochs: int) -> str:
     """One sentence per method from `epochs_table`: what each doubling of the epochs bought,
-    and whether the profile's epochs pass the rule's doubling test."""
+    whether the profile's epochs pass the rule's doubling test, and the fewest measured
+    epochs that pass it."""
     lines = []
     for method, rows in table.groupby("method", sort=False):
         steps = [f"{int(r.epochs) // 2} → {int(r.epochs)}: {r.gain:+.1f}"
                  for r in rows.itertuples() if r.gain == r.gain]
         verdict = _doubling_verdict(f"{profile_epochs} epochs",
                                     rows.loc[rows["epochs"] == 2 * profile_epochs, "gain"])
+        passing = [int(r.epochs) // 2 for r in rows.itertuples() if abs(r.gain) < MORE_EPOCHS_GAIN]
+        fewest = (f"the fewest epochs that pass it: {passing[0]}" if passing
+                  else "no measured doubling passes it")
         lines.append(f"- **{METHOD_NAMES.get(method, method)}**: average incremental accuracy "
-                     f"per doubling of the epochs, {_steps_text(steps)}: {verdict}.")
+                     f"per doubling of the epochs, {_steps_text(steps)}: {verdict}; {fewest}.")
     return "\n".join(lines)
 
 

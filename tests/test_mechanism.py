@@ -236,6 +236,10 @@ def test_verdicts_follow_the_numbers():
     text = convergence.epochs_verdict(convergence.epochs_table(summary, 12), 12)
     assert "**iCaRL**" in text and "12 → 24: +0.3" in text and "12 epochs pass" in text
     assert "12 → 24: +5.0" in text and "12 epochs fail" in text
+    assert "pass it: 12." in text and "no measured doubling passes it." in text
+    summary["epochs48"] = {"ucir": _arm("cnn", 60.4, 1, 48)}  # 24 -> 48 buys +0.4: 24 pass
+    text = convergence.epochs_verdict(convergence.epochs_table(summary, 12), 12)
+    assert "24 → 48: +0.4" in text and "12 epochs fail" in text and "pass it: 24." in text
     measured = {f"fine_amp=0.14 coarse_only={share} classes=20 epochs={e}": {
         "test_acc": acc, "train_acc_last_epoch": acc + 2, "errors_inside_superclass": 70.0}
         for e, acc, share in ((12, 60.0, 0.0), (96, 95.0, 0.0), (96, 10.0, 0.3))}
