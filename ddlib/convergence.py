@@ -99,6 +99,11 @@ def _steps_text(steps: list[str]) -> str:
     return f"{'; '.join(steps)} points" if steps else "none measured"
 
 
+def _passes_doubling(gain: float) -> bool:
+    """The rule's doubling test on the gain a doubling bought (NaN, not run: False)."""
+    return abs(gain) < MORE_EPOCHS_GAIN
+
+
 def _doubling_verdict(schedule: str, doubled: pd.Series, settled: bool = True) -> str:
     """The rule's verdict on `schedule`, from the gain its doubling bought (`doubled`: the
     doubled row's gain, empty or NaN where not run) and whether its loss settled."""
@@ -106,7 +111,7 @@ def _doubling_verdict(schedule: str, doubled: pd.Series, settled: bool = True) -
         return f"{schedule} have not been doubled for this method"
     if not settled:
         return f"{schedule} fail the rule: the loss has not settled in every round"
-    if abs(doubled.iloc[0]) < MORE_EPOCHS_GAIN:
+    if _passes_doubling(doubled.iloc[0]):
         return f"{schedule} pass the doubling test"
     return f"{schedule} fail the doubling test"
 
@@ -296,7 +301,7 @@ def epochs_verdict(table: pd.DataFrame, profile_epochs: int) -> str:
                  for r in rows.itertuples() if r.gain == r.gain]
         verdict = _doubling_verdict(f"{profile_epochs} epochs",
                                     rows.loc[rows["epochs"] == 2 * profile_epochs, "gain"])
-        passing = [int(r.epochs) // 2 for r in rows.itertuples() if abs(r.gain) < MORE_EPOCHS_GAIN]
+        passing = [int(r.epochs) // 2 for r in rows.itertuples() if _passes_doubling(r.gain)]
         fewest = (f"the fewest epochs that pass it: {passing[0]}" if passing
                   else "no measured doubling passes it")
         lines.append(f"- **{METHOD_NAMES.get(method, method)}**: average incremental accuracy "
