@@ -376,9 +376,10 @@ _STUDY_PARTS = {"accuracy": (mechanism.study_accuracy, None, ()),
 
 
 def orders_study(part: str) -> Any:
-    """One part of `studies/orders.json` as Markdown, per increment: "accuracy"
+    """One part of `studies/orders.json` as Markdown, per block of runs (classes per round,
+    and classifier epochs where not the profile's, as in "20@48"): "accuracy"
     (`mechanism.study_accuracy`), "pairs" (`study_pairs` and its verdict) or "starts"
-    (`study_init` and its verdict). Increments without the runs a part compares (a baseline
+    (`study_init` and its verdict). Blocks without the runs a part compares (a baseline
     and +DD on one order; both expert starts) are left out. Without a project checkout
     (Colab) a sentence saying where the numbers are."""
     from IPython.display import Markdown
@@ -391,12 +392,14 @@ def orders_study(part: str) -> Any:
                         "not hold.")
     tabulate, verdict, arms = _STUDY_PARTS[part]
     blocks = []
-    for increment, runs in study.items():
+    for block, runs in study.items():
         if not mechanism.study_has_pairs(runs, *arms):
             continue
         frame = tabulate(runs)
         table = Table(frame, digits=2, signed=_STUDY_SIGNED)._repr_markdown_()
-        blocks.append(f"**{increment} classes per round**\n\n{table}"
+        increment, _, epochs = block.partition("@")
+        title = f"{increment} classes per round" + (f", {epochs} classifier epochs" if epochs else "")
+        blocks.append(f"**{title}**\n\n{table}"
                       + (f"\n\n{verdict(frame)}" if verdict else ""))
     return Markdown("\n\n".join(blocks))
 

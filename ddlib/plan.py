@@ -10,7 +10,9 @@ results into rounded tables.
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,11 +62,23 @@ def plan(profile: str, *, method: str | Sequence[str], dataset: str | None = Non
     return list(runs.values())
 
 
-def run_all(runs: Iterable[RunConfig], *, verbose: bool = True) -> list[dict[str, Any]]:
-    """`ddlib.run` each config in turn (finished runs are read back from the store); the
+def run_all(runs: Iterable[RunConfig], *, verbose: bool = True, jobs: int = 1) -> list[dict[str, Any]]:
+    """`ddlib.run` each config (finished runs are read back from the store), in turn or on
+    `jobs` worker processes taking them in the given order (results in that order); the
     first error stops everything, so a notebook fails loudly."""
     runs = list(runs)
-    return [run(cfg, verbose=verbose) for cfg in progress(runs, desc="runs", total=len(runs))]
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be a positive integer")
+    if jobs == 1:
+        return [run(cfg, verbose=verbose) for cfg in progress(runs, desc="runs", total=len(runs))]
+    # spawn: a forked child would inherit this process's torch thread pool and locks
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run, cfg, verbose=verbose) for cfg in runs]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
 
 
 def describe(runs: Iterable[RunConfig]) -> pd.DataFrame:

@@ -8,21 +8,21 @@ the other arms iCaRL and iCaRL+DD, and full width UCIR and UCIR+DD too (the meth
 gain the doubled epochs shrank most). `convergence-v2.json` holds the same study on synthetic data version 2 (before
 issue #11's generator change) at 10 classes per round. Results land in the normal store (`--results-dir`);
 `summarise` writes the numbers the book's "Training to convergence" page and the closing
-note use. Run: `python studies/convergence.py [arm ...]` (one torch thread per job).
+note use. Run: `python studies/convergence.py [arm ...] [--jobs N]` (N runs at once, one
+torch thread each).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from ddlib import results
 from ddlib.convergence import last_fifth_change
 from ddlib.mechanism import expert_vs_classifiers
 from ddlib.names import run_name
-from ddlib.plan import plan
-from ddlib.run import run
+from ddlib.plan import plan, run_all
 
 HERE = Path(__file__).parent
 INCREMENT = 20  # the book's analysis increment: 5 rounds, half the cost of 10 per round
@@ -92,12 +92,18 @@ def write_summary(results_dir: str = "results") -> dict:
     return summary
 
 
-def main(arms: list[str], results_dir: str = "results") -> None:
+def main(arms: list[str], results_dir: str = "results", jobs: int = 1) -> None:
+    unknown = [arm for arm in arms if arm not in ARMS]
+    if unknown:
+        raise SystemExit(f"arm {unknown[0]!r} is unknown; choose from {list(ARMS)}")
     for arm in arms:
-        for cfg in configs(arm, results_dir):
-            run(cfg)
-            write_summary(results_dir)
+        run_all(configs(arm, results_dir), verbose=False, jobs=jobs)
+        write_summary(results_dir)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(ARMS))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("arms", nargs="*", default=list(ARMS), help=f"any of {list(ARMS)} (default all)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    args = parser.parse_args()
+    main(args.arms, jobs=args.jobs)

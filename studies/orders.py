@@ -8,34 +8,45 @@ round (the method's own rule), the Table 2 error split (CNN predictions, summed 
 2..R) and, for +DD runs, the expert's accuracy on its t classes next to the same-round
 baseline classifier's on the same classes (which needs the baseline's checkpoints).
 
-Run: `python studies/orders.py [INCREMENT ...]` (default 20; one torch thread per job; a
-run already in the store, or being trained by a sweep, is read back, not retrained), or
-`python studies/orders.py --summary` to update the JSON from the store alone.
+The part `20@48` trains the methods whose 48-epoch schedule the convergence study's doubling
+test measured (`studies/convergence.json`: iCaRL's training, read by LwF's rule and iCaRL's,
+and UCIR) at those 48 classifier epochs, the expert's phases in proportion, old start only.
+
+Run: `python studies/orders.py [PART ...] [--jobs N]` (a part is `20`, `10` or `20@48`;
+default 20; N runs at once, one torch thread each; a run already in the store, or being
+trained by a sweep, is read back, not retrained), or `python studies/orders.py --summary` to
+update the JSON from the store alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from ddlib import results
 from ddlib.analysis import confusion_forgetting
 from ddlib.mechanism import expert_vs_classifiers
-from ddlib.plan import plan
-from ddlib.run import run
+from ddlib.plan import plan, run_all
 
 HERE = Path(__file__).parent
 ORDERS = (0, 1, 2)
-INCREMENTS = (20, 10)
 INIT_METHODS = ("icarl", "ucir")  # both expert starts, as the issue asks
+LONGER_EPOCHS = 48
+LONGER_METHODS = ("lwf", "icarl", "ucir")  # those the doubling test measured at 48 epochs
+# part of orders.json -> (classes per round, classifier epochs; None: the profile's)
+PARTS = {"20": (20, None), "10": (10, None), f"20@{LONGER_EPOCHS}": (20, LONGER_EPOCHS)}
 
 
-def configs(increment: int, results_dir: str = "results"):
-    """Baselines and +DD (old start) of all four methods, then +DD (scratch start) of
-    INIT_METHODS, on ORDERS."""
+def configs(part: str, results_dir: str = "results"):
+    """The runs of one part, on ORDERS: at the profile's epochs, baselines and +DD (old
+    start) of all four methods, then +DD (scratch start) of INIT_METHODS; at longer epochs,
+    baselines and +DD (old start) of LONGER_METHODS."""
+    increment, epochs = PARTS[part]
     common = dict(orders=list(ORDERS), increments=[increment], results_dir=results_dir,
-                  threads=1, progress=False)
+                  threads=1, progress=False, epochs=epochs)
+    if epochs is not None:
+        return plan("cpu", method=list(LONGER_METHODS), dd=[False, True], **common)
     return (plan("cpu", method=["lwf", "icarl", "ucir", "bic"], dd=[False, True], **common)
             + plan("cpu", method=list(INIT_METHODS), dd=[True], expert_init="scratch", **common))
 
@@ -63,29 +74,38 @@ def write_summary(results_dir: str = "results") -> dict:
     the store lacks keeps its committed numbers: a store holds what one machine trained)."""
     path = HERE / "orders.json"
     summary: dict = json.loads(path.read_text()) if path.is_file() else {}
-    for increment in INCREMENTS:
-        stored = {cfg: results.current(cfg) for cfg in configs(increment, results_dir)}
+    for part in PARTS:
+        stored = {cfg: results.current(cfg) for cfg in configs(part, results_dir)}
         done = {cfg: result for cfg, result in stored.items() if result is not None}
         baselines = {(c.method, c.order): r for c, r in done.items() if not c.dd}
         for cfg, result in done.items():
             key = f"{cfg.run_name}{'-expert-scratch' if cfg.expert_init == 'scratch' else ''}"
-            summary.setdefault(str(increment), {})[f"{key} order{cfg.order}"] = summarise(
+            summary.setdefault(part, {})[f"{key} order{cfg.order}"] = summarise(
                 result, baselines.get((cfg.method, cfg.order)) if cfg.dd else None)
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
 
-def main(increments: list[int], results_dir: str = "results") -> None:
-    """Train what is missing, then summarise once: the summary reloads every baseline's
-    round checkpoints, too slow to repeat after each run (finished runs stay in the store)."""
-    for increment in increments:
-        for cfg in configs(increment, results_dir):
-            run(cfg)
+def main(parts: list[str], results_dir: str = "results", jobs: int = 1) -> None:
+    """Train what is missing (`jobs` runs at once), then summarise once: the summary
+    reloads every baseline's round checkpoints, too slow to repeat after each run (finished
+    runs stay in the store)."""
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown:
+        raise SystemExit(f"part {unknown[0]!r} is unknown; choose from {list(PARTS)}")
+    for part in parts:  # order by order, so that a study cut short leaves whole orders
+        run_all(sorted(configs(part, results_dir), key=lambda cfg: cfg.order), verbose=False,
+                jobs=jobs)
     write_summary(results_dir)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--summary"]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("parts", nargs="*", default=["20"], help=f"any of {list(PARTS)} (default 20)")
+    parser.add_argument("--summary", action="store_true", help="only update the JSON from the store")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    args = parser.parse_args()
+    if args.summary:
         write_summary()
     else:
-        main([int(a) for a in sys.argv[1:]] or [20])
+        main(args.parts, jobs=args.jobs)

@@ -328,12 +328,13 @@ def test_orders_study_renders_each_part_per_increment(monkeypatch):
     default_only = {k: v for k, v in _orders_study().items() if v["expert_init"] != "scratch"}
     baselines = {k: v for k, v in _orders_study().items() if not v["dd"]}
     monkeypatch.setattr(ddlib.convergence, "study", lambda name: {
-        "20": _orders_study(), "10": default_only, "5": baselines})
+        "20": _orders_study(), "10": default_only, "5": baselines, "20@48": default_only})
     accuracy = ddlib.book.orders_study("accuracy").data
     assert "**20 classes per round**" in accuracy and "**10 classes per round**" in accuracy
+    assert "**20 classes per round, 48 classifier epochs**" in accuracy
     assert "| iCaRL | +DD | 0,1 | 81.00 | 64.00 |" in accuracy
     pairs = ddlib.book.orders_study("pairs").data
-    assert pairs.count("DD raises the average incremental accuracy in 2 of 3") == 2
+    assert pairs.count("DD raises the average incremental accuracy in 2 of 3") == 3
     assert "**5 classes per round**" in accuracy and "**5 classes per round**" not in pairs
     starts = ddlib.book.orders_study("starts").data  # 10 per round ran one start: left out
     assert "**10 classes per round**" not in starts and "stays `old`" in starts

@@ -10,6 +10,7 @@ import pytest
 import ddlib
 from ddlib import analysis, results, utils
 from ddlib import plan as plan_module
+from ddlib.plan import run_all
 
 
 def test_plan_enumerates_increments_dd_and_orders():
@@ -95,3 +96,22 @@ def test_describe_gives_result_paths_from_the_project_root():
     shown = ddlib.describe([cfg]).loc["iCaRL", "result"]
     assert shown == str(results.result_path(cfg).relative_to(utils.project_root()))
     assert shown.startswith("results/smoke/synthetic/icarl/")
+
+
+@pytest.mark.slow
+def test_run_all_on_two_workers_gives_each_run_its_own_result_in_order(smoke):
+    """Two runs on two worker processes: the results come back in the order given, each the
+    one the store holds for its config (a third call reads both back without training)."""
+    cfgs = [smoke(method="icarl", order=1, threads=1), smoke(method="ucir", order=0, threads=1)]
+    parallel = run_all(cfgs, verbose=False, jobs=2)
+    assert [r["config"]["method"] for r in parallel] == ["icarl", "ucir"]
+    assert [r["identity"] for r in parallel] == [results.current(c)["identity"] for c in cfgs]
+    again = run_all(cfgs, verbose=False)
+    assert [(r["identity"], r["avg_inc_acc"], r["train_time_s"]) for r in again] == [
+        (r["identity"], r["avg_inc_acc"], r["train_time_s"]) for r in parallel]
+
+
+@pytest.mark.parametrize("jobs", [0, -1, 1.5, True])
+def test_run_all_rejects_a_bad_number_of_jobs(jobs, smoke):
+    with pytest.raises(ValueError, match="jobs="):
+        run_all([smoke(method="icarl")], jobs=jobs)
