@@ -69,12 +69,13 @@ def summarise(result: dict, baseline: dict | None) -> dict:
     return out
 
 
-def write_summary(results_dir: str = "results") -> dict:
-    """studies/orders.json updated with every finished run of the study in the store (a run
-    the store lacks keeps its committed numbers: a store holds what one machine trained)."""
+def write_summary(results_dir: str = "results", parts: list[str] | None = None) -> dict:
+    """studies/orders.json updated with every finished run of the study's `parts` (default
+    all) in the store (a run the store lacks keeps its committed numbers: a store holds what
+    one machine trained)."""
     path = HERE / "orders.json"
     summary: dict = json.loads(path.read_text()) if path.is_file() else {}
-    for part in PARTS:
+    for part in parts or PARTS:
         stored = {cfg: results.current(cfg) for cfg in configs(part, results_dir)}
         done = {cfg: result for cfg, result in stored.items() if result is not None}
         baselines = {(c.method, c.order): r for c, r in done.items() if not c.dd}
@@ -96,7 +97,7 @@ def main(parts: list[str], results_dir: str = "results", jobs: int = 1) -> None:
     for part in parts:  # order by order, so that a study cut short leaves whole orders
         run_all(sorted(configs(part, results_dir), key=lambda cfg: cfg.order), verbose=False,
                 jobs=jobs)
-    write_summary(results_dir)
+    write_summary(results_dir, parts)
 
 
 if __name__ == "__main__":
