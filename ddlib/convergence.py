@@ -219,7 +219,8 @@ def reductions_table(summary: dict[str, Any], profile: dict[str, Any]) -> pd.Dat
     (method, change) with the baseline's and +DD's average incremental accuracy (the
     method's own rule), DD's gain, the expert's mean lead over the same-round baseline
     classifier on its classes, and the baseline's largest last-fifth loss change after
-    round 1 (is it still settled?). NaN where an arm lacks the run."""
+    round 1 (is it still settled?). NaN where an arm lacks the run; a method no arm
+    undoes a reduction for is left out."""
     rows = []
     for runs in summary.values():
         overrides = dict(next(iter(runs.values()))["overrides"])
@@ -242,6 +243,7 @@ def reductions_table(summary: dict[str, Any], profile: dict[str, Any]) -> pd.Dat
     columns = ["method", "change", "field", "baseline", "dd", "gain", "expert_lead",
                "baseline_change"]
     table = pd.DataFrame(rows, columns=columns)
+    table = table[table["method"].isin(table.loc[table["field"].notna(), "method"])]
     rank = {field: i for i, field in enumerate(REDUCTIONS, start=1)}
     table["rank"] = [rank.get(field, 0) for field in table["field"]]
     return table.sort_values(["method", "rank"], ignore_index=True).drop(columns="rank")
