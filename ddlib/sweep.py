@@ -146,8 +146,8 @@ def experiment_jobs(profile: str, *, datasets: Sequence[str] = ("synthetic",),
     return jobs
 
 
-# Start order, from the cpu book's job times on 2 cores (minutes, one core each): iCaRL 20.6,
-# ablation 20.6, UCIR 21.0, BiC 19.7, LwF 0.3 (a 41.6-minute sweep). The ablation's baseline
+# Start order, from the cpu book's job times on 2 cores (minutes, one core each): iCaRL 14.7,
+# ablation 14.7, UCIR 14.8, BiC 13.6, LwF 0.2 (a 29.5-minute sweep). The ablation's baseline
 # and k=1 runs come from iCaRL's job, which ends first. LwF goes last: it reads iCaRL's
 # training (LwF.trained_as), which takes seconds once iCaRL's runs exist; before, it would
 # wait on their locks. The expert-scratch jobs (one +DD run per order at the analysis
