@@ -64,18 +64,22 @@ def plan(profile: str, *, method: str | Sequence[str], dataset: str | None = Non
 
 def run_all(runs: Iterable[RunConfig], *, verbose: bool = True, jobs: int = 1) -> list[dict[str, Any]]:
     """`ddlib.run` each config (finished runs are read back from the store), in turn or on
-    `jobs` worker processes taking them in the given order (results in that order); the
-    first error stops everything, so a notebook fails loudly."""
+    `jobs` worker processes taking them in the given order, runs that read another's
+    training last (results in the given order); the first error stops everything, so a
+    notebook fails loudly."""
     runs = list(runs)
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} must be a positive integer")
     if jobs == 1:
         return [run(cfg, verbose=verbose) for cfg in progress(runs, desc="runs", total=len(runs))]
+    # a run that reads another's training starts last: earlier, its worker would only wait
+    # on the lock of the run being trained
+    queue = sorted(range(len(runs)), key=lambda i: results.trained_by(runs[i]) is not None)
     # spawn: a forked child would inherit this process's torch thread pool and locks
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run, cfg, verbose=verbose) for cfg in runs]
+        futures = {i: pool.submit(run, runs[i], verbose=verbose) for i in queue}
         try:
-            return [future.result() for future in futures]
+            return [futures[i].result() for i in range(len(runs))]
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise

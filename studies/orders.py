@@ -94,11 +94,9 @@ def main(parts: list[str], results_dir: str = "results", jobs: int = 1) -> None:
     unknown = [part for part in parts if part not in PARTS]
     if unknown:
         raise SystemExit(f"part {unknown[0]!r} is unknown; choose from {list(PARTS)}")
-    # Order by order, so that a study cut short leaves whole orders; LwF, whose runs read
-    # iCaRL's, after all others, so that no worker waits on a run another one is training.
-    for part in parts:
-        run_all(sorted(configs(part, results_dir), key=lambda cfg: (cfg.method == "lwf", cfg.order)),
-                verbose=False, jobs=jobs)
+    for part in parts:  # order by order, so that a study cut short leaves whole orders
+        run_all(sorted(configs(part, results_dir), key=lambda cfg: cfg.order), verbose=False,
+                jobs=jobs)
     write_summary(results_dir, parts)
 
 

@@ -106,6 +106,9 @@ def test_run_all_on_two_workers_gives_each_run_its_own_result_in_order(smoke):
     parallel = run_all(cfgs, verbose=False, jobs=2)
     assert [r["config"]["method"] for r in parallel] == ["icarl", "ucir"]
     assert [r["identity"] for r in parallel] == [results.current(c)["identity"] for c in cfgs]
+    lwf = smoke(method="lwf", order=1, threads=1)  # reads iCaRL's training: started last
+    assert [r["config"]["method"] for r in run_all([lwf, cfgs[0]], verbose=False, jobs=2)] == [
+        "lwf", "icarl"]
     again = run_all(cfgs, verbose=False)
     assert [(r["identity"], r["avg_inc_acc"], r["train_time_s"]) for r in again] == [
         (r["identity"], r["avg_inc_acc"], r["train_time_s"]) for r in parallel]
