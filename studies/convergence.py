@@ -8,8 +8,8 @@ the other arms iCaRL and iCaRL+DD, and full width UCIR and UCIR+DD too (the meth
 gain the doubled epochs shrank most). `convergence-v2.json` holds the same study on synthetic data version 2 (before
 issue #11's generator change) at 10 classes per round. Results land in the normal store (`--results-dir`);
 `summarise` writes the numbers the book's "Training to convergence" page and the closing
-note use. Run: `python studies/convergence.py [arm ...] [--jobs N]` (N runs at once, one
-torch thread each).
+note use. Run: `python studies/convergence.py [arm ...] [--jobs N] [--methods M,...]` (N
+runs at once, one torch thread each, longest first; only the arms' runs of methods M).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ ARMS: dict[str, tuple[dict, tuple[str, ...], tuple[bool, ...]]] = {
     # name: (overrides of the cpu profile, methods, dd arms)
     # LwF trains as iCaRL does (exemplars kept): its runs read iCaRL's with the network's
     # output, so they cost nothing and give the doubling test on that rule
-    **{f"epochs{e}": ({"epochs": e}, ("lwf", "icarl", "ucir"), (False, True) if e in DD_EPOCHS else (False,))
+    **{f"epochs{e}": ({"epochs": e}, ("lwf", "icarl", "ucir", "bic"), (False, True) if e in DD_EPOCHS else (False,))
        for e in (12, 24, 48, 96)},
     # the expert's epochs alone; their middle (the profile's) is epochs24's iCaRL+DD
     "expert12": ({"epochs": 24, "expert_epochs": 10, "expert_balanced_epochs": 5}, ("icarl",), (True,)),
@@ -94,18 +94,27 @@ def write_summary(results_dir: str = "results") -> dict:
     return summary
 
 
-def main(arms: list[str], results_dir: str = "results", jobs: int = 1) -> None:
+def main(arms: list[str], results_dir: str = "results", jobs: int = 1,
+         methods: list[str] | None = None) -> None:
+    """Train the `arms`' missing runs (of `methods` only, if given) as one queue, longest
+    first so that `jobs` workers finish together, then update the summary."""
     unknown = [arm for arm in arms if arm not in ARMS]
     if unknown:
         raise SystemExit(f"arm {unknown[0]!r} is unknown; choose from {list(ARMS)}")
-    for arm in arms:
-        run_all(configs(arm, results_dir), verbose=False, jobs=jobs)
-        write_summary(results_dir)
+    runs = dict.fromkeys(cfg for arm in arms for cfg in configs(arm, results_dir)
+                         if methods is None or cfg.method in methods)
+    if not runs:
+        raise SystemExit(f"methods {methods} have no run in the arms {arms}")
+    run_all(sorted(runs, key=lambda cfg: -cfg.epochs * (2 if cfg.dd else 1)), verbose=False,
+            jobs=jobs)
+    write_summary(results_dir)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("arms", nargs="*", default=list(ARMS), help=f"any of {list(ARMS)} (default all)")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    parser.add_argument("--methods", type=lambda text: text.split(","), default=None,
+                        help="only these methods' runs, comma-separated (default all)")
     args = parser.parse_args()
-    main(args.arms, jobs=args.jobs)
+    main(args.arms, jobs=args.jobs, methods=args.methods)

@@ -10,10 +10,10 @@ baseline classifier's on the same classes (which needs the baseline's checkpoint
 
 The part `20@48` trains the methods whose 48-epoch schedule the convergence study's doubling
 test measured (`studies/convergence.json`: iCaRL's training, read by LwF's rule and iCaRL's,
-and UCIR) at those 48 classifier epochs, the expert's phases in proportion, old start only.
+UCIR and BiC) at those 48 classifier epochs, the expert's phases in proportion, old start only.
 
-Run: `python studies/orders.py [PART ...] [--jobs N]` (a part is `20`, `10` or `20@48`;
-default 20; N runs at once, one torch thread each; a run already in the store, or being
+Run: `python studies/orders.py [PART ...] [--jobs N] [--methods M,...]` (a part is `20`,
+`10` or `20@48`; default 20; only the part's runs of methods M; N runs at once, one torch thread each; a run already in the store, or being
 trained by a sweep, is read back, not retrained), or `python studies/orders.py --summary` to
 update the JSON from the store alone.
 """
@@ -33,7 +33,7 @@ HERE = Path(__file__).parent
 ORDERS = (0, 1, 2)
 INIT_METHODS = ("icarl", "ucir")  # both expert starts, as the issue asks
 LONGER_EPOCHS = 48
-LONGER_METHODS = ("lwf", "icarl", "ucir")  # those the doubling test measured at 48 epochs
+LONGER_METHODS = ("lwf", "icarl", "ucir", "bic")  # those the doubling test measured at 48 epochs
 # part of orders.json -> (classes per round, classifier epochs; None: the profile's)
 PARTS = {"20": (20, None), "10": (10, None), f"20@{LONGER_EPOCHS}": (20, LONGER_EPOCHS)}
 
@@ -87,16 +87,19 @@ def write_summary(results_dir: str = "results", parts: list[str] | None = None) 
     return summary
 
 
-def main(parts: list[str], results_dir: str = "results", jobs: int = 1) -> None:
-    """Train what is missing (`jobs` runs at once), then summarise once: the summary
-    reloads every baseline's round checkpoints, too slow to repeat after each run (finished
-    runs stay in the store)."""
+def main(parts: list[str], results_dir: str = "results", jobs: int = 1,
+         methods: list[str] | None = None) -> None:
+    """Train what is missing (of `methods` only, if given; `jobs` runs at once), then
+    summarise once: the summary reloads every baseline's round checkpoints, too slow to
+    repeat after each run (finished runs stay in the store)."""
     unknown = [part for part in parts if part not in PARTS]
     if unknown:
         raise SystemExit(f"part {unknown[0]!r} is unknown; choose from {list(PARTS)}")
     for part in parts:  # order by order, so that a study cut short leaves whole orders
-        run_all(sorted(configs(part, results_dir), key=lambda cfg: cfg.order), verbose=False,
-                jobs=jobs)
+        runs = [cfg for cfg in configs(part, results_dir) if methods is None or cfg.method in methods]
+        if not runs:
+            raise SystemExit(f"methods {methods} have no run in the part {part!r}")
+        run_all(sorted(runs, key=lambda cfg: cfg.order), verbose=False, jobs=jobs)
     write_summary(results_dir, parts)
 
 
@@ -105,8 +108,10 @@ if __name__ == "__main__":
     parser.add_argument("parts", nargs="*", default=["20"], help=f"any of {list(PARTS)} (default 20)")
     parser.add_argument("--summary", action="store_true", help="only update the JSON from the store")
     parser.add_argument("--jobs", type=int, default=1, help="runs at once (one torch thread each)")
+    parser.add_argument("--methods", type=lambda text: text.split(","), default=None,
+                        help="only these methods' runs, comma-separated (default all)")
     args = parser.parse_args()
     if args.summary:
         write_summary()
     else:
-        main(args.parts, jobs=args.jobs)
+        main(args.parts, jobs=args.jobs, methods=args.methods)
