@@ -99,7 +99,8 @@ def main(parts: list[str], results_dir: str = "results", jobs: int = 1,
         runs = [cfg for cfg in configs(part, results_dir) if methods is None or cfg.method in methods]
         if not runs:
             raise SystemExit(f"methods {methods} have no run in the part {part!r}")
-        run_all(sorted(runs, key=lambda cfg: cfg.order), verbose=False, jobs=jobs)
+        # +DD runs (the longer) first within an order, so that two workers finish together
+        run_all(sorted(runs, key=lambda cfg: (cfg.order, not cfg.dd)), verbose=False, jobs=jobs)
     write_summary(results_dir, parts)
 
 

@@ -65,6 +65,6 @@ def test_the_orders_study_trains_one_methods_runs_order_by_order(tmp_path, monke
     queued = _queue(script, monkeypatch)
     script.main([f"20@{script.LONGER_EPOCHS}"], str(tmp_path), methods=["bic"])
     assert [(c.method, c.order) for c in queued] == [("bic", o) for o in (0, 0, 1, 1, 2, 2)]
-    assert [c.dd for c in queued[:2]] == [False, True]
+    assert [c.dd for c in queued[:2]] == [True, False]
     with pytest.raises(SystemExit, match="have no run in the part '20@48'"):
         script.main(["20@48"], str(tmp_path), methods=["icarl+dd"])
