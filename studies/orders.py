@@ -13,9 +13,9 @@ test measured (`studies/convergence.json`: iCaRL's training, read by LwF's rule 
 UCIR and BiC) at those 48 classifier epochs, the expert's phases in proportion, old start only.
 
 Run: `python studies/orders.py [PART ...] [--jobs N] [--methods M,...]` (a part is `20`,
-`10` or `20@48`; default 20; only the part's runs of methods M; N runs at once, one torch thread each; a run already in the store, or being
-trained by a sweep, is read back, not retrained), or `python studies/orders.py --summary` to
-update the JSON from the store alone.
+`10` or `20@48`; default 20; only the part's runs of methods M; N runs at once, one torch
+thread each; a run already in the store, or being trained by a sweep, is read back, not
+retrained), or `python studies/orders.py --summary` to update the JSON from the store alone.
 """
 
 from __future__ import annotations
