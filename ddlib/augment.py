@@ -39,15 +39,27 @@ class Augment:
         dev = images.device
         if self.pad:
             padded = F.pad(images, (self.pad,) * 4)  # zeros = black, as torchvision pads
-            off_y = torch.randint(0, 2 * self.pad + 1, (b, 1), device=dev, generator=generator)
-            off_x = torch.randint(0, 2 * self.pad + 1, (b, 1), device=dev, generator=generator)
+            off_y = _randint(generator, 2 * self.pad + 1, (b, 1), dev)
+            off_x = _randint(generator, 2 * self.pad + 1, (b, 1), dev)
             rows = off_y + torch.arange(h, device=dev)  # (B, H)
             cols = off_x + torch.arange(w, device=dev)  # (B, W)
             batch = torch.arange(b, device=dev)[:, None, None]
             images = padded[batch, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-        flip = torch.rand(b, device=dev, generator=generator) < 0.5
+        flip = _rand(generator, (b,), dev) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
         return self.normalize(images)
+
+
+def _rand(generator: torch.Generator, size: tuple[int, ...], device: torch.device) -> Tensor:
+    """U[0, 1) draws made where `generator` lives (torch refuses a draw on any other
+    device), then moved to the images' `device`."""
+    return torch.rand(size, generator=generator, device=generator.device).to(device)
+
+
+def _randint(generator: torch.Generator, high: int, size: tuple[int, ...],
+             device: torch.device) -> Tensor:
+    """Integers in [0, high), drawn as `_rand` draws."""
+    return torch.randint(0, high, size, generator=generator, device=generator.device).to(device)
 
 
 def random_resized_crop(images: Tensor, generator: torch.Generator, *, size: tuple[int, int],
@@ -64,10 +76,10 @@ def random_resized_crop(images: Tensor, generator: torch.Generator, *, size: tup
     b, _, h, w = images.shape
     dev, tries = images.device, 10
     area = h * w * (scale[0] + (scale[1] - scale[0])
-                    * torch.rand(b, tries, device=dev, generator=generator))
+                    * _rand(generator, (b, tries), dev))
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     aspect = torch.exp(log_lo + (log_hi - log_lo)
-                       * torch.rand(b, tries, device=dev, generator=generator))
+                       * _rand(generator, (b, tries), dev))
     cw, ch = torch.round(torch.sqrt(area * aspect)), torch.round(torch.sqrt(area / aspect))
     fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
     first = fits.int().argmax(dim=1, keepdim=True)  # first fitting try (0 if none)
@@ -80,13 +92,13 @@ def random_resized_crop(images: Tensor, generator: torch.Generator, *, size: tup
         fw, fh = w, h
     cw = torch.where(found, cw.gather(1, first).squeeze(1), float(fw))
     ch = torch.where(found, ch.gather(1, first).squeeze(1), float(fh))
-    top = torch.floor(torch.rand(b, device=dev, generator=generator) * (h - ch + 1))
-    left = torch.floor(torch.rand(b, device=dev, generator=generator) * (w - cw + 1))
+    top = torch.floor(_rand(generator, (b,), dev) * (h - ch + 1))
+    left = torch.floor(_rand(generator, (b,), dev) * (w - cw + 1))
     top = torch.where(found, top, torch.div(h - ch, 2, rounding_mode="floor"))
     left = torch.where(found, left, torch.div(w - cw, 2, rounding_mode="floor"))
     sign = torch.ones(b, device=dev)
     if flip:
-        sign = torch.where(torch.rand(b, device=dev, generator=generator) < 0.5, -1.0, 1.0)
+        sign = torch.where(_rand(generator, (b,), dev) < 0.5, -1.0, 1.0)
     # Output coordinates in [-1, 1] -> the box's span in the input's normalised coordinates
     # (align_corners=False: -1 and 1 are the outer pixel edges).
     theta = torch.zeros(b, 2, 3, device=dev)

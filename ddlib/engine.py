@@ -229,7 +229,9 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
                               distributed.is_main(), desc=desc):
             chosen = indices(epoch) if callable(indices) else indices
             chosen = torch.as_tensor(chosen, device=device)
-            order = chosen[torch.randperm(len(chosen), generator=generator).to(device)]
+            # drawn where the generator lives: torch refuses a CPU draw from a CUDA generator
+            order = chosen[torch.randperm(len(chosen), generator=generator,
+                                          device=generator.device).to(device)]
             sums: dict[str, Tensor] = {}
             steps = 0
             for images, labels in data.batches(order, schedule.batch_size, shard=_shard if ddp

@@ -112,7 +112,8 @@ def train_expert(expert: Net, data: DeviceData, classes: list[int],
                              show_progress=show_progress)
     if after_stage_a is not None:
         after_stage_a(expert)
-    rng = np.random.default_rng(int(torch.randint(2**31, (1,), generator=generator)))
+    seed = torch.randint(2**31, (1,), generator=generator, device=generator.device)
+    rng = np.random.default_rng(int(seed))
     history_b = engine.train(expert, data, lambda _: balanced_indices(new_indices, old_indices, rng),
                              loss_fn, stage_b, generator=generator, desc=f"{desc} B",
                              show_progress=show_progress)

@@ -152,7 +152,8 @@ class BiC(Method):
         with torch.no_grad():
             best = (float(objective(slice(None))), snapshot())
         for _ in range(cfg.bic_epochs):
-            order = torch.randperm(len(y), generator=self.generator, device=self.device)
+            order = torch.randperm(len(y), generator=self.generator,
+                                   device=self.generator.device).to(self.device)
             for start in range(0, len(y), cfg.batch_size):
                 loss = objective(order[start:start + cfg.batch_size])
                 opt.zero_grad(set_to_none=True)

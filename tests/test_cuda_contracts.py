@@ -1,0 +1,84 @@
+"""What a CUDA run needs of the code, checked on the CPU: random draws on the generator's
+device (a stand-in generator that says it lives on CUDA)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+import ddlib
+from ddlib.methods import METHODS
+from ddlib.methods.base import Method
+
+
+class CudaGeneratorStandIn(torch.Generator):
+    """A CPU generator that reports `cuda` as its device, as the run's generator does on a
+    GPU (`Method` makes it on the run's device)."""
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda")
+
+
+RANDOM_FACTORIES = ("rand", "randn", "randint", "randperm", "normal", "bernoulli",
+                    "multinomial", "poisson")
+RANDOM_IN_PLACE = ("uniform_", "normal_", "random_", "bernoulli_", "exponential_",
+                   "cauchy_", "log_normal_", "geometric_")
+
+
+def _refuse_off_device(draw, where):
+    """`draw` refusing, as torch does, a generator that lives elsewhere than the output
+    (`where(args, kwargs)`); a stand-in's draw then runs on the CPU."""
+    @functools.wraps(draw)
+    def checked(*args, **kwargs):
+        generator = kwargs.get("generator")
+        if isinstance(generator, CudaGeneratorStandIn):
+            device = torch.device(where(args, kwargs))
+            if device.type != "cuda":
+                raise RuntimeError(f"Expected a '{device.type}' device type for generator "
+                                   "but found 'cuda'")
+            kwargs.pop("device", None)
+        return draw(*args, **kwargs)
+    return checked
+
+
+def _factory_device(args, kwargs):
+    if kwargs.get("device") is not None:
+        return kwargs["device"]
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    return tensors[0].device if tensors else "cpu"
+
+
+@pytest.fixture
+def cuda_generator(monkeypatch):
+    """Every method's run generator is a stand-in; every random draw checks its device."""
+    for name in RANDOM_FACTORIES:
+        monkeypatch.setattr(torch, name, _refuse_off_device(getattr(torch, name),
+                                                            _factory_device))
+    for name in RANDOM_IN_PLACE:
+        monkeypatch.setattr(torch.Tensor, name, _refuse_off_device(
+            getattr(torch.Tensor, name), lambda args, kwargs: args[0].device))
+    init = Method.__init__
+
+    def with_stand_in(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.generator = CudaGeneratorStandIn()
+
+    monkeypatch.setattr(Method, "__init__", with_stand_in)
+
+
+def test_stand_in_refuses_a_cpu_draw_as_torch_does(cuda_generator):
+    with pytest.raises(RuntimeError, match="Expected a 'cpu' device type for generator"):
+        torch.randperm(4, generator=CudaGeneratorStandIn())
+    with pytest.raises(RuntimeError, match="Expected a 'cpu' device type for generator"):
+        torch.zeros(3).uniform_(generator=CudaGeneratorStandIn())
+    assert torch.randint(5, (2,), generator=CudaGeneratorStandIn(), device="cuda").shape == (2,)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_draw_of_a_dd_run_is_on_the_generator_device(smoke, cuda_generator, method):
+    out = ddlib.run(smoke(method=method, dd=True), verbose=False)
+    assert [r["classes_seen"] for r in out["rounds"]] == [5, 10, 15, 20]
