@@ -6,9 +6,13 @@ rank of the wnid among the sorted folder names of the dataset.
 
 Every image is decoded once into a uint8 ``.npy`` cache (a folder ``ddlib-cache-*`` in
 ``root``, or under ``~/.cache/ddlib`` when ``root`` is read-only) that later loads are
-memory-mapped from, so ImageNet-1k (193 GB at 224) needs disk, not memory. Test images
-follow PROTOCOL 1.5 exactly: shorter side to 256/224 of ``image_size``, centre crop
-``image_size``. Training images are the shorter side resized to ``image_size`` and
+memory-mapped from, so ImageNet-1k (193 GB at 224) needs disk, not memory. One process
+decodes a cache: the one holding its lock file on the cache's disk; the others that see that
+disk (torchrun's ranks on every node sharing it, a second notebook) wait on the lock, then
+read the finished cache.
+
+Test images follow PROTOCOL 1.5 exactly: shorter side to 256/224 of ``image_size``, centre
+crop ``image_size``. Training images are the shorter side resized to ``image_size`` and
 centre-cropped to a square; training draws its random-resized crops from that square
 (`augment.random_resized_crop`), so, unlike torchvision's crop of the full image, a crop
 never reaches beyond it.
@@ -16,11 +20,15 @@ never reaches beyond it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
+import socket
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,6 +47,9 @@ TEST_RESIZE = 256 / 224  # test: shorter side to 256, centre crop 224 (PROTOCOL 
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 _CACHE_FORMAT = "2"  # bump when decoding changes, so old caches are rebuilt
 _ARRAYS = ("train_x", "train_y", "test_x", "test_y")
+# A partial folder of another host (whose processes this one cannot see) is a crashed
+# decode's once nothing in it changed for this long (a live decode keeps writing into it).
+STALE_PARTIAL_S = 24 * 3600
 
 
 def ucir_subset(wnids: Sequence[str]) -> list[str]:
@@ -142,7 +153,11 @@ def imagenet(root: str | Path, *, subset: bool, image_size: int = 224) -> ImageA
     cache = _cache_root(root) / f"ddlib-cache-{kind}-{image_size}"
     arrays = _read_cache(cache, fingerprint)
     if arrays is None:
-        arrays = _write_cache(cache, fingerprint, root, classes, files, image_size)
+        with _decoder_lock(cache):
+            # whoever held the lock before may have just written it
+            arrays = _read_cache(cache, fingerprint)
+            if arrays is None:
+                arrays = _write_cache(cache, fingerprint, root, classes, files, image_size)
     return ImageArrays("imagenet100" if subset else "imagenet", arrays["train_x"],
                        arrays["train_y"], arrays["test_x"], arrays["test_y"],
                        class_names=list(classes), coarse=None, coarse_names=None,
@@ -175,6 +190,49 @@ def _decode_splits(out: Path, root: Path, classes: list[str],
                                                dtype=np.int64))
 
 
+def _owner() -> str:
+    """This process, as named in lock files and partial folders: host and pid."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def _decoder_lock(cache: Path) -> Iterator[None]:
+    """Hold the lock that makes one process the decoder of `cache`. The lock lives on the
+    cache's disk because the disk, not the rank, decides who shares a cache: nodes on a
+    shared file system share one, nodes with local disks each need their own, and ranks
+    cannot tell which. Others wait blocked on the lock, not in a collective, so an hours-long
+    decode meets no process-group timeout; the kernel releases the lock of a crashed decoder."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache.with_name(f".{cache.name}.lock"), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            warnings.warn(f"waiting for {holder} to finish decoding {cache}", stacklevel=4)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(_owner())
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _is_abandoned(partial: Path) -> bool:
+    """Whether `partial` (named ...partial-<host>-<pid>) is a crashed decode's: its process
+    is gone (this host), or nothing in it changed for STALE_PARTIAL_S (another host)."""
+    host, _, pid = partial.name.split(".partial-", 1)[1].rpartition("-")
+    if host == socket.gethostname() and pid.isdigit():
+        return not _running(int(pid))
+    with contextlib.suppress(FileNotFoundError):
+        changed = max(p.stat().st_mtime for p in [partial, *partial.iterdir()])
+        return time.time() - changed > STALE_PARTIAL_S
+    return False
+
+
 def _running(pid: int) -> bool:
     """Whether process `pid` exists (another user's counts)."""
     try:
@@ -203,12 +261,14 @@ def _read_cache(cache: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
 def _write_cache(cache: Path, fingerprint: str, root: Path, classes: list[str],
                  files: dict[str, list[tuple[str, str]]], size: int) -> dict[str, np.ndarray]:
     """Decode both splits into a fresh cache folder, renamed into place when complete (the
-    fingerprint is written last), and return its arrays. Checks the disk space first, after
-    removing what it replaces: a stale or damaged cache, and folders of crashed decodes."""
+    fingerprint is written last), and return its arrays; a valid cache that another decoder
+    (on a file system whose locks do not reach across hosts) renamed into place first is
+    taken instead. Checks the disk space first, after removing what it replaces: a stale or
+    damaged cache, and folders of crashed decodes (never a live decoder's)."""
     cache.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(cache, ignore_errors=True)
     for left in cache.parent.glob(f".{cache.name}.partial-*"):  # up to 193 GB each
-        if not _running(int(left.name.rsplit("-", 1)[1])):
+        if _is_abandoned(left):
             shutil.rmtree(left, ignore_errors=True)
     count = len(files["train"]) + len(files["val"])
     need = count * size * size * 3
@@ -221,7 +281,7 @@ def _write_cache(cache: Path, fingerprint: str, root: Path, classes: list[str],
     if cache.parent != root:
         warnings.warn(f"{root} is read-only: caching the decoded images in {cache}",
                       stacklevel=3)
-    partial = cache.with_name(f".{cache.name}.partial-{os.getpid()}")
+    partial = cache.with_name(f".{cache.name}.partial-{_owner()}")
     partial.mkdir()
     try:
         _decode_splits(partial, root, classes, files, size)
@@ -229,7 +289,15 @@ def _write_cache(cache: Path, fingerprint: str, root: Path, classes: list[str],
         shutil.rmtree(partial, ignore_errors=True)
         raise
     (partial / "fingerprint").write_text(fingerprint)
-    os.replace(partial, cache)
+    try:
+        os.replace(partial, cache)
+    except OSError:  # a non-empty folder is there: another decoder's
+        theirs = _read_cache(cache, fingerprint)
+        if theirs is not None:
+            shutil.rmtree(partial, ignore_errors=True)
+            return theirs
+        shutil.rmtree(cache, ignore_errors=True)
+        os.replace(partial, cache)
     arrays = _read_cache(cache, fingerprint)
     if arrays is None:
         raise OSError(f"the ImageNet cache {cache} could not be read back after writing")

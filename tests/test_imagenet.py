@@ -4,6 +4,12 @@ rule, errors, the random-resized crop, the config table and one wired-up round."
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +116,7 @@ def test_cache_is_memory_mapped_reused_and_invalidated(tree: Path, monkeypatch) 
     first = inet.imagenet(tree, subset=False, image_size=16)
     cache = tree / "ddlib-cache-full-16"
     assert (cache / "fingerprint").is_file()
-    assert not list(tree.glob(".ddlib-cache*"))  # no partial folder left
+    assert not list(tree.glob(".ddlib-cache*.partial-*"))  # no partial folder left
 
     def refuse(*args, **kwargs):
         raise AssertionError("decoded an image although the cache is valid")
@@ -138,15 +144,86 @@ def test_a_cache_cut_short_or_left_partial_is_rebuilt(tree: Path) -> None:
     assert data.train_x.shape == (24, 8, 8, 3)
     assert np.load(cache / "train_x.npy").shape == (24, 8, 8, 3)
     # A crash while decoding leaves a partial folder without a fingerprint: never read, and
-    # removed by the next decode unless its process still runs.
+    # removed by the next decode when it is abandoned: its process gone on this host, or
+    # untouched for a day on another (whose processes this one cannot see).
     (cache / "fingerprint").unlink()
-    crashed, alive = tree / ".ddlib-cache-full-8.partial-999999999", \
-        tree / f".ddlib-cache-full-8.partial-{os.getppid()}"
-    crashed.mkdir()
-    alive.mkdir()
+    here = socket.gethostname()
+    partial = ".ddlib-cache-full-8.partial-"
+    crashed, alive = tree / f"{partial}{here}-999999999", tree / f"{partial}{here}-{os.getppid()}"
+    elsewhere, abandoned = tree / f"{partial}other-host-1", tree / f"{partial}gone-host-1"
+    for folder in (crashed, alive, elsewhere, abandoned):
+        folder.mkdir()
+        (folder / "train_x.npy").write_bytes(b"")
+    old = time.time() - inet.STALE_PARTIAL_S - 60
+    for path in (abandoned, abandoned / "train_x.npy"):
+        os.utime(path, (old, old))
     assert inet.imagenet(tree, subset=False, image_size=8).train_x.shape == (24, 8, 8, 3)
     assert (cache / "fingerprint").is_file()
-    assert not crashed.exists() and alive.is_dir()
+    assert not crashed.exists() and not abandoned.exists()
+    assert alive.is_dir() and elsewhere.is_dir()
+
+
+def test_a_cache_another_decoder_finished_first_is_taken(tree: Path, monkeypatch) -> None:
+    # On a file system whose locks do not reach across hosts two decoders may overlap: the
+    # one that finishes second finds a valid cache where it would rename its own, takes it
+    # and removes its own folder.
+    first = inet.imagenet(tree, subset=False, image_size=8)
+    cache = tree / "ddlib-cache-full-8"
+    fingerprint = (cache / "fingerprint").read_text()
+    shutil.rmtree(cache)
+    decode = inet._decode_splits
+
+    def overtaken(out: Path, *args) -> None:
+        decode(out, *args)
+        shutil.copytree(out, cache)  # the other decoder's rename
+        (cache / "fingerprint").write_text(fingerprint)
+
+    monkeypatch.setattr(inet, "_decode_splits", overtaken)
+    data = inet.imagenet(tree, subset=False, image_size=8)
+    assert Path(data.train_x.filename) == cache / "train_x.npy"
+    assert np.array_equal(data.train_x, first.train_x)
+    assert not list(tree.glob(".ddlib-cache-full-8.partial-*"))
+
+
+# Under torchrun every rank loads the dataset: the first to take the cache's lock decodes
+# (slowly here, so that the other arrives meanwhile), the other waits, then reads its cache.
+DECODE_SCRIPT = textwrap.dedent("""
+    import sys, time, torch
+    from ddlib import distributed, imagenet as inet
+
+    tree, log = sys.argv[1], sys.argv[2]
+    distributed.init(torch.device("cpu"))
+    decode = inet._decode_splits
+
+    def logged(*args):
+        with open(log, "a") as out:
+            out.write(f"rank {distributed.rank()}\\n")
+        time.sleep(5)
+        decode(*args)
+
+    inet._decode_splits = logged
+    data = inet.imagenet(tree, subset=False, image_size=8)
+    sums = distributed.all_gather_object(int(data.train_x.sum()) + int(data.test_x.sum()))
+    assert len(set(sums)) == 1, sums
+""")
+
+
+@pytest.mark.slow
+def test_ranks_of_one_torchrun_decode_the_cache_once(tree: Path, tmp_path: Path) -> None:
+    script, log = tmp_path / "decode.py", tmp_path / "decodes.log"
+    script.write_text(DECODE_SCRIPT)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", TQDM_DISABLE="1", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), str(tree), str(log)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(log.read_text().splitlines()) == 1, log.read_text()
+    assert "waiting for" in done.stderr  # the other rank said whom it waits for
+    assert (tree / "ddlib-cache-full-8" / "fingerprint").is_file()
+    assert not list(tree.glob(".ddlib-cache-full-8.partial-*"))
 
 
 def test_read_only_root_caches_in_the_user_cache(tree: Path, tmp_path: Path,
@@ -242,7 +319,8 @@ def test_errors_name_the_path_or_parameter(tree: Path, damage, kwargs, pattern) 
     damage(tree)
     with pytest.raises(ValueError, match=pattern):
         inet.imagenet(tree, **{"subset": False, "image_size": 8, **kwargs})
-    assert not list(tree.glob("*ddlib-cache*"))  # nothing left behind, not even partly
+    # nothing decoded left behind, not even partly (only the lock file, a few bytes)
+    assert not [p for p in tree.glob("*ddlib-cache*") if p.is_dir()]
 
 
 def test_missing_root_and_empty_train_are_named(tmp_path: Path) -> None:
@@ -260,7 +338,7 @@ def test_too_little_disk_fails_before_decoding(tree: Path, monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"36 images at image_size=16 needs 0\.0 GiB in .*"
                                          r"imagenet, which has 0\.0 GiB free.*smaller image_size"):
         inet.imagenet(tree, subset=False, image_size=16)
-    assert not list(tree.glob("*ddlib-cache*"))
+    assert not [p for p in tree.glob("*ddlib-cache*") if p.is_dir()]
     assert inet.imagenet(tree, subset=False, image_size=15).train_x.shape[1] == 15
 
 
