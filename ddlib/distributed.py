@@ -10,13 +10,17 @@ The division of work (engine.train, run.py):
 - every other step (herding, class means, similar-class selection, BiC's split and stage 2,
   evaluation) runs on every rank on identical weights; after each round rank 0's state is
   broadcast (`share_round`), after checking that every rank computed the same;
-- only rank 0 writes results, checkpoints and logs.
+- only rank 0 writes results, checkpoints and logs;
+- waits of unbounded length happen outside the collectives' timeout: ImageNet's decode on a
+  lock file (`imagenet`), and rank 0's wait for another process's lock on the run in
+  `barrier`, on a process group of its own with a timeout of WAIT_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import json
 import os
 import warnings
@@ -30,6 +34,11 @@ from torch import nn
 # Each rank writes its per-round state digests (before rank 0's state is shared) to
 # <dir>/rank<r>.json when this variable names a folder: the tests compare them.
 DIGESTS_ENV = "DDLIB_RANK_DIGESTS"
+# A collective that waits longer than this fails (NCCL's watchdog aborts the process).
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
+# `barrier`'s limit: rank 0 may wait there for a run that another sweep trains for days.
+WAIT_TIMEOUT = datetime.timedelta(days=30)
+_waiting_group = None  # the gloo group of `barrier`, made by `init`
 
 
 def launched() -> bool:
@@ -56,8 +65,10 @@ def is_main() -> bool:
 def init(device: torch.device) -> torch.device:
     """Join torchrun's process group (NCCL on CUDA, gloo on CPU) when launched by it; return
     this rank's device (cuda:LOCAL_RANK on CUDA). A single process gets `device` back."""
+    global _waiting_group
     if not launched() or active():
         return _rank_device(device)
+    options: dict[str, Any] = {}
     if device.type == "cuda":
         local, per_node = int(os.environ["LOCAL_RANK"]), int(os.environ["LOCAL_WORLD_SIZE"])
         visible = torch.cuda.device_count()
@@ -65,8 +76,12 @@ def init(device: torch.device) -> torch.device:
             raise RuntimeError(f"--nproc_per_node={per_node} but this node has {visible} "
                                "visible GPU(s): start at most one process per GPU")
         torch.cuda.set_device(local)
+        # binds NCCL's communicator to this rank's GPU (torch >= 2.3; else it guesses)
+        if "device_id" in inspect.signature(dist.init_process_group).parameters:
+            options["device_id"] = torch.device("cuda", local)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(minutes=30))
+                            timeout=COLLECTIVE_TIMEOUT, **options)
+    _waiting_group = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
     return _rank_device(device)
 
 
@@ -101,8 +116,10 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def barrier() -> None:
+    """Every rank waits for the others, for up to WAIT_TIMEOUT: run.py's ranks wait here
+    while rank 0 waits for the run's lock, which another process may hold for hours."""
     if active():
-        dist.barrier()
+        dist.barrier(group=_waiting_group)
 
 
 def broadcast_module(module: nn.Module) -> None:

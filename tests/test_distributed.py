@@ -192,6 +192,89 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
         distributed.init(torch.device("cuda"))
 
 
+def _fake_cuda_init(monkeypatch, init_process_group) -> list[dict]:
+    """distributed.init on rank 1 of 2 on a node with 2 (mocked) GPUs; the calls it made."""
+    calls: list[dict] = []
+    for name, value in dict(WORLD_SIZE="2", LOCAL_RANK="1", LOCAL_WORLD_SIZE="2").items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append({"set": index}))
+    monkeypatch.setattr(torch.distributed, "init_process_group", init_process_group(calls))
+    monkeypatch.setattr(torch.distributed, "new_group",
+                        lambda **kwargs: calls.append({"new_group": kwargs}) or "waiting group")
+    monkeypatch.setattr(distributed, "_waiting_group", None)
+    assert distributed.init(torch.device("cuda")) == torch.device("cuda", 1)
+    return calls
+
+
+def test_nccl_is_bound_to_the_rank_s_gpu(monkeypatch):
+    def init_process_group(calls):
+        def init(backend=None, init_method=None, timeout=None, device_id=None):
+            calls.append({"backend": backend, "timeout": timeout, "device_id": device_id})
+        return init
+
+    calls = _fake_cuda_init(monkeypatch, init_process_group)
+    assert calls[:2] == [{"set": 1}, {"backend": "nccl", "timeout": distributed.COLLECTIVE_TIMEOUT,
+                                      "device_id": torch.device("cuda", 1)}]
+    # the group of unbounded waits (a run's lock) is gloo's, with its own long timeout
+    assert calls[2] == {"new_group": {"backend": "gloo", "timeout": distributed.WAIT_TIMEOUT}}
+    assert distributed._waiting_group == "waiting group"
+
+
+def test_torch_without_device_id_is_not_passed_one(monkeypatch):
+    def init_process_group(calls):
+        def init(backend=None, init_method=None, timeout=None):  # torch < 2.3
+            calls.append({"backend": backend})
+        return init
+
+    assert {"backend": "nccl"} in _fake_cuda_init(monkeypatch, init_process_group)
+
+
+# Rank 0 waits for the run's lock (another process trains it) while rank 1 waits at run.py's
+# barrier: longer than a collective may take, here shortened to 4 s.
+LOCKED_RUN_SCRIPT = textwrap.dedent("""
+    import datetime, os, pathlib, sys
+    from ddlib import distributed
+    from ddlib.config import RunConfig
+    from ddlib.run import run
+
+    distributed.COLLECTIVE_TIMEOUT = datetime.timedelta(seconds=4)
+    results, ready = sys.argv[1], sys.argv[2]
+    pathlib.Path(ready, os.environ["RANK"]).touch()
+    run(RunConfig.resolve("smoke", increment=10, epochs=1, milestones=(), results_dir=results,
+                          progress=False))
+""")
+
+
+def test_ranks_wait_for_a_locked_run_longer_than_a_collective_may(tmp_path):
+    import fcntl
+
+    from ddlib.config import RunConfig
+    from ddlib.results import result_path
+    from ddlib.run import run
+
+    cfg = RunConfig.resolve("smoke", increment=10, epochs=1, milestones=(),
+                            results_dir=str(tmp_path / "results"), progress=False)
+    run(cfg, verbose=False)  # the result the ranks will read once the lock is free
+    script, ready = tmp_path / "locked.py", tmp_path / "ready"
+    script.write_text(LOCKED_RUN_SCRIPT)
+    ready.mkdir()
+    with open(result_path(cfg).with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process is running this configuration
+        proc = subprocess.Popen(_torchrun([str(script), str(tmp_path / "results"), str(ready)]),
+                                env=_env(PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + TIMEOUT
+        while len(list(ready.iterdir())) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        time.sleep(15)  # rank 1 waits at the barrier for well over 4 s
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "result exists" in stdout + stderr
+
+
 def test_ranks_with_different_configs_fail(tmp_path):
     script = tmp_path / "configs.py"
     script.write_text(textwrap.dedent("""
