@@ -39,6 +39,8 @@ COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
 # `barrier`'s limit: rank 0 may wait there for a run that another sweep trains for days.
 WAIT_TIMEOUT = datetime.timedelta(days=30)
 _waiting_group = None  # the gloo group of `barrier`, made by `init`
+# How many processes share this process's GPU: the sweep sets it (`--jobs-per-gpu`).
+GPU_JOBS_ENV = "DDLIB_JOBS_ON_GPU"
 
 
 def launched() -> bool:
@@ -89,6 +91,19 @@ def _rank_device(device: torch.device) -> torch.device:
     if device.type == "cuda" and launched():
         return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return device
+
+
+def device_memory_share(device: torch.device) -> int:
+    """Bytes of CUDA `device` this process may plan with: its free memory, at most its
+    share of the whole when GPU_JOBS_ENV jobs share the GPU. Packed jobs start together and
+    each reads the free memory before any other allocates; each taking the free memory
+    would have all of them copy a dataset that fits only once."""
+    jobs = os.environ.get(GPU_JOBS_ENV, "1")
+    if not jobs.isdigit() or int(jobs) < 1:
+        raise ValueError(f"{GPU_JOBS_ENV}={jobs!r}: the number of jobs sharing the GPU must "
+                         "be a positive integer")
+    free, total = torch.cuda.mem_get_info(device)
+    return min(free, total // int(jobs))
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -11,11 +11,12 @@ whatever the profile), with the book's grid of the profile (`ddlib.grid.GRID`). 
 - runs in its own papermill process with an explicit working directory (the source
   notebook's folder, as nbval and Jupyter Book use) and kernel `python3`, its log in
   `<log_dir>/<output stem>.log`;
-- runs side by side with the others: `jobs_per_gpu` per visible GPU (CUDA_VISIBLE_DEVICES)
-  when there are GPUs, else `workers` at once on the CPU with the cores split into torch
-  `threads`
-  (the notebook parameter of that name). On 2 shared cores 2 jobs x 1 thread beat
-  1 job x 2 threads by far (README, "Sweeps"), hence one thread per job by default.
+- runs side by side with the others: `jobs_per_gpu` per visible GPU (CUDA_VISIBLE_DEVICES,
+  and the number of jobs sharing it in DDLIB_JOBS_ON_GPU, so that each plans with its share
+  of the GPU's memory: `distributed.device_memory_share`) when there are GPUs, else
+  `workers` at once on the CPU with the cores split into torch `threads` (the notebook
+  parameter of that name). On 2 shared cores 2 jobs x 1 thread beat 1 job x 2 threads by
+  far (README, "Sweeps"), hence one thread per job by default.
 
 A failing job does not stop the others; the report names it with its notebook and log,
 and the command exits non-zero.
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .config import DATASETS, DEVICES, IMAGENET_DATASETS, METHOD_ORDER, PROFILES, RunConfig
+from .distributed import GPU_JOBS_ENV
 from .utils import display_path, project_root
 
 RUNTIME_PARAMETERS = frozenset({"threads"})  # differ between sweeps, never change results
@@ -255,8 +257,8 @@ def run_jobs(jobs: Sequence[Job], *, workers: int | None = None, threads: int | 
             return Outcome(job, "skipped")
         slot = free.get()
         try:
-            return _execute(job, slot=slot, threads=threads, log=log_dir / f"{job.name}.log",
-                            clean_output=clean_output, say=say)
+            return _execute(job, slot=slot, sharing=slots.count(slot), threads=threads,
+                            log=log_dir / f"{job.name}.log", clean_output=clean_output, say=say)
         finally:
             free.put(slot)
 
@@ -297,8 +299,8 @@ def clean(path: str | Path, *, keep_parameters: bool = True) -> None:
     nbformat.write(nb, path)
 
 
-def _execute(job: Job, *, slot: str | None, threads: int, log: Path, clean_output: bool,
-             say: Callable[[str], None]) -> Outcome:
+def _execute(job: Job, *, slot: str | None, sharing: int, threads: int, log: Path,
+             clean_output: bool, say: Callable[[str], None]) -> Outcome:
     params = dict(job.parameters)
     if job.inject_threads and "threads" in _notebook_parameters(job.notebook):
         params.setdefault("threads", threads)
@@ -306,7 +308,7 @@ def _execute(job: Job, *, slot: str | None, threads: int, log: Path, clean_outpu
            "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     env.pop("MPLBACKEND", None)  # Agg in the kernel would drop every figure (TOOLCHAIN 6)
     if slot is not None:
-        env["CUDA_VISIBLE_DEVICES"] = slot
+        env.update(CUDA_VISIBLE_DEVICES=slot, **{GPU_JOBS_ENV: str(sharing)})
     job.output.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "papermill", str(job.notebook), str(job.output),
            "--cwd", str(job.notebook.parent), "-k", "python3", "--log-output",

@@ -4,14 +4,16 @@ with its notebook and log while the others finish, current jobs skipped."""
 from __future__ import annotations
 
 import ast
+import subprocess
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 from nbformat.v4 import new_code_cell, new_notebook
 
 import ddlib
-from ddlib import grid, results, sweep
+from ddlib import distributed, grid, results, sweep
 from ddlib.__main__ import main
 
 
@@ -188,9 +190,10 @@ def test_plan_takes_a_list_of_methods_and_names_a_bad_one():
 
 def test_figure1_takes_a_dedicated_order_on_cifar100_only():
     assert grid.figure1("paper", "cifar100") == {"increment": 20, "class_order_seed": 18,
-                                                 "followed": "baby"}
+                                                 "followed": "baby", "pick": None}
     assert grid.figure1("cpu", "synthetic") == {"increment": 20, "class_order_seed": None,
-                                                "followed": None}
+                                                "followed": None, "pick": "drop"}
+    assert grid.figure1("smoke", "synthetic")["pick"] == "order"  # no trained number decides
     with pytest.raises(ValueError, match="profile='fast' is unknown"):
         grid.grid("fast")
 
@@ -245,3 +248,45 @@ def test_jobs_per_gpu_runs_that_many_at_once_on_one_gpu(tmp_path):
     assert [o.status for o in outcomes] == ["done"] * 3, [o.tail for o in outcomes]
     assert "GPUs 7, up to 3 job(s) each" in lines[0]
     assert {p.read_text() for p in (tmp_path / "started").iterdir()} == {"7"}
+
+
+def test_each_job_is_told_how_many_jobs_share_its_gpu(tmp_path, monkeypatch):
+    notebook = _tiny_notebook(tmp_path / "nb.ipynb")
+    started: list[dict[str, str]] = []
+
+    def papermill(cmd, *, env, **kwargs):
+        started.append(env)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(sweep.subprocess, "run", papermill)
+    jobs = [sweep.Job(notebook, tmp_path / "out" / f"j{x}.ipynb", {"x": x}) for x in range(3)]
+    # GPUs 0 and 1, 2 jobs each, but 3 workers: GPU 0 runs two jobs at once, GPU 1 one
+    outcomes = sweep.run_jobs(jobs, gpus=["0", "1"], jobs_per_gpu=2, workers=3, force=True,
+                              clean_output=False, log_dir=tmp_path / "logs", say=lambda _: None)
+    assert [o.status for o in outcomes] == ["done"] * 3
+    sharing = {env["CUDA_VISIBLE_DEVICES"]: env[distributed.GPU_JOBS_ENV] for env in started}
+    assert sharing == {"0": "2", "1": "1"}
+
+
+GiB = 2**30
+
+
+@pytest.mark.parametrize("jobs, free, share", [
+    (None, 80, 80),  # alone: all the free memory
+    ("4", 80, 20),   # 4 packed jobs, each reading before any allocates: a quarter each
+    ("4", 10, 10),   # never more than is free
+])
+def test_packed_jobs_plan_with_their_share_of_the_gpu(monkeypatch, jobs, free, share):
+    if jobs is None:
+        monkeypatch.delenv(distributed.GPU_JOBS_ENV, raising=False)
+    else:
+        monkeypatch.setenv(distributed.GPU_JOBS_ENV, jobs)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (free * GiB, 80 * GiB))
+    assert distributed.device_memory_share(torch.device("cuda")) == share * GiB
+
+
+def test_a_bad_job_count_is_named(monkeypatch):
+    monkeypatch.setenv(distributed.GPU_JOBS_ENV, "0")
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (GiB, GiB))
+    with pytest.raises(ValueError, match="DDLIB_JOBS_ON_GPU='0'"):
+        distributed.device_memory_share(torch.device("cuda"))
