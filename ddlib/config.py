@@ -163,7 +163,7 @@ class RunConfig:
     # system
     seed: int | None = None            # model seed; None = 1993 + order
     device: str = "auto"               # auto = CUDA when present
-    precision: str | None = None       # auto | fp32 | bf16: autocast of every forward
+    precision: str | None = None       # auto | fp32 | bf16 | fp16: autocast of every forward
                                        # (engine.resolve_precision says what auto means)
     compile: str = "auto"              # auto (= on CUDA) | on | off: torch.compile the step
     threads: int = 1                   # torch CPU threads (0 = torch's default); one per run,
@@ -304,10 +304,11 @@ class RunConfig:
                 items.pop(name, None)
         # fp32 runs keep the identity they had before `precision` existed; `auto` counts as
         # what it runs as on this machine, so a plan and its run agree.
-        if self.ran_precision() != "bf16":
+        ran = self.ran_precision()
+        if ran == "fp32":
             items.pop("precision", None)
         else:
-            items["precision"] = "bf16"
+            items["precision"] = ran
         if self.dataset == "synthetic":
             items["synthetic_version"] = SYNTHETIC_VERSION
         elif self.dataset in IMAGENET_DATASETS:
@@ -329,7 +330,7 @@ class RunConfig:
                 if f.name not in skip and getattr(self, f.name) != getattr(base, f.name)}
 
     def ran_precision(self) -> str:
-        """fp32 | bf16: what `precision` runs as on this machine's `device`. Configs stored
+        """fp32 | bf16 | fp16: what `precision` runs as on this machine's `device`. Configs stored
         before the field existed (None) ran in fp32."""
         return resolve_precision(self.precision or "fp32", self.device)
 

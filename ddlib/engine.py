@@ -4,9 +4,10 @@ Data stay on the training device as uint8; each step augments its mini-batch in 
 (`augment.Augment`). Training images too large for the device (ImageNet-1k: 193 GB at 224)
 stay in their memory-mapped cache on disk and are read a few batches ahead by threads.
 
-Precision: every forward runs under bf16 autocast when `DeviceData.precision` is "bf16"
-(`resolve_precision` decides what `auto` means on a device); weights, optimiser state and
-losses stay float32. With `DeviceData.compile`, `train` runs each step's loss (student,
+Precision: every forward runs under bf16 or fp16 autocast when `DeviceData.precision` says
+so (`resolve_precision` decides what `auto` means on a device); weights, optimiser state and
+losses stay float32, and fp16 steps go through a GradScaler (fp16's range would flush small
+gradients to zero). With `DeviceData.compile`, `train` runs each step's loss (student,
 teachers, loss terms and their backward) through `torch.compile` (CUDA graphs on CUDA).
 """
 
@@ -34,15 +35,28 @@ from .utils import progress
 DEVICE_DATA_SHARE = 0.5
 READ_AHEAD = 4  # batches read from disk at once (and threads reading them)
 LossFn = Callable[[Tensor, Tensor], tuple[Tensor, dict[str, Tensor]]]  # loss, detached parts
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: the first CUDA GPUs with bf16 tensor cores
 COMPILE_SETTINGS = ("auto", "on", "off")
 
 
 def resolve_precision(name: str, device: torch.device | str) -> str:
     """What `precision` `name` runs as on `device` ("auto", "cpu", "cuda", "cuda:1", or a
-    torch.device): "fp32" or "bf16". The one place where `auto` is decided:
+    torch.device): "fp32", "bf16" or "fp16" (`explain_precision` says why)."""
+    return explain_precision(name, device)[0]
 
-    - a CUDA device: bf16 when torch.cuda.is_bf16_supported() (Ampere and later);
+
+def explain_precision(name: str, device: torch.device | str) -> tuple[str, str]:
+    """(precision, why) of `precision` `name` on `device`. The one place where `auto` is
+    decided, by what the device computes natively:
+
+    - a CUDA device of compute capability 8.0 or later (Ampere on): bf16. Not
+      torch.cuda.is_bf16_supported(), which says True on a T4 (7.5) through emulation;
+    - a CUDA device of capability 7.x (V100, T4): fp16, whose tensor cores they have; every
+      loss term and UCIR's cosine head run in float32 (losses.py, models.CosineHead), and the
+      GradScaler keeps small gradients;
+    - an older CUDA device: fp32;
     - a CPU: bf16 when its flags include `amx_bf16` (/proc/cpuinfo; Intel Sapphire Rapids and
       later), where a ResNet-32 step ran twice as fast in bf16; elsewhere (AVX2/AVX-512) bf16
       autocast only adds conversions, so fp32.
@@ -50,12 +64,22 @@ def resolve_precision(name: str, device: torch.device | str) -> str:
     if name not in PRECISIONS:
         raise ValueError(f"precision={name!r} is unknown; choose one of {list(PRECISIONS)}")
     if name != "auto":
-        return name
+        return name, "set explicitly"
     kind = torch.device(device).type if str(device) != "auto" else (
         "cuda" if torch.cuda.is_available() else "cpu")
     if kind == "cuda":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_amx() else "fp32"
+        if not torch.cuda.is_available():
+            return "fp32", "no CUDA device on this machine"
+        capability = torch.cuda.get_device_capability(device if str(device) != "auto" else None)
+        shown = ".".join(map(str, capability))
+        if capability >= NATIVE_BF16_CAPABILITY:
+            return "bf16", f"CUDA compute capability {shown} >= 8.0 has native bf16"
+        if capability[0] == 7:
+            return "fp16", f"CUDA compute capability {shown} < 8.0 has no native bf16"
+        return "fp32", f"CUDA compute capability {shown} has no fp16 tensor cores"
+    if cpu_has_amx():
+        return "bf16", "this CPU has AMX bf16 tiles"
+    return "fp32", "this CPU has no AMX bf16 tiles"
 
 
 @functools.lru_cache(maxsize=1)
@@ -101,13 +125,13 @@ class DeviceData:
     test_y: Tensor
     augment: Augment
     channels_last: bool = False
-    precision: str = "fp32"  # "fp32" | "bf16" (resolved, see resolve_precision)
+    precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (resolved, see resolve_precision)
     compile: bool = False    # train() compiles its steps
 
     def __post_init__(self) -> None:
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision={self.precision!r}: DeviceData takes fp32 or bf16 "
-                             "(resolve 'auto' with engine.resolve_precision)")
+        if self.precision not in ("fp32", *AUTOCAST_DTYPES):
+            raise ValueError(f"precision={self.precision!r}: DeviceData takes fp32, bf16 or "
+                             "fp16 (resolve 'auto' with engine.resolve_precision)")
 
     @classmethod
     def from_arrays(cls, data, device: torch.device, *, pad: int, channels_last: bool,
@@ -182,9 +206,9 @@ class DeviceData:
         return x.contiguous(memory_format=fmt)
 
     def autocast(self) -> torch.autocast:
-        """bf16 autocast on this device when `precision` is bf16, else a no-op."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.precision == "bf16")
+        """bf16 or fp16 autocast on this device as `precision` says; a no-op for fp32."""
+        return torch.autocast(self.device.type, dtype=AUTOCAST_DTYPES.get(self.precision),
+                              enabled=self.precision in AUTOCAST_DTYPES)
 
 
 def _fits(images: np.ndarray, device: torch.device) -> bool:
@@ -218,6 +242,9 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
     opt = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum,
                           weight_decay=schedule.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, list(schedule.milestones), gamma=0.1)
+    # fp16: the loss scaled up before backward, steps with inf/NaN gradients skipped; a
+    # disabled scaler passes loss and step through unchanged
+    scaler = torch.amp.GradScaler(device.type, enabled=data.precision == "fp16")
     ddp = distributed.active()  # torchrun, several ranks: see _replicated
     if data.compile and ddp:
         warnings.warn("compile is off under DDP: steps run eagerly", RuntimeWarning, stacklevel=2)
@@ -252,8 +279,9 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
                 opt.zero_grad(set_to_none=True)
                 # DDP averages the ranks' gradients; weighting each by its share makes that
                 # the global batch's mean when a batch splits unevenly (else the factor is 1)
-                (loss * (share * distributed.world_size()) if ddp else loss).backward()
-                opt.step()
+                scaler.scale(loss * (share * distributed.world_size()) if ddp else loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 for key, value in {"loss": loss.detach(), **parts}.items():
                     value = value.float() * share if ddp else value.float()
                     sums[key] = sums.get(key, 0.0) + value

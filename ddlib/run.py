@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import __version__, checkpoint, distributed, results
 from .config import IMAGENET_DATASETS, RunConfig
-from .engine import READ_AHEAD, DeviceData
+from .engine import READ_AHEAD, DeviceData, explain_precision
 from .methods import METHODS
 from .metrics import average_incremental_accuracy
 from .scenario import Scenario, load_dataset
@@ -95,6 +95,8 @@ def run(cfg: RunConfig, *, verbose: bool = True) -> dict[str, Any]:
     twin = results.trained_by(cfg)
     if twin is not None:
         return _read_as(cfg, run(twin, verbose=verbose), say)
+    if cfg.precision == "auto":
+        say("precision auto -> {}: {}".format(*explain_precision("auto", cfg.device)))
     cfg = dataclasses.replace(cfg, precision=cfg.ran_precision())  # the result says which ran
     scenario = load_scenario(cfg)  # every input error surfaces here, before training
     # under torchrun rank 0 holds the lock for all ranks (they would wait on each other)

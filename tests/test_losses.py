@@ -61,3 +61,28 @@ def test_teacher_gets_no_gradient():
 def test_cross_entropy_hand_value():
     got = cross_entropy(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([0]))
     assert math.isclose(float(got), -math.log(_softmax([1, 2, 3], 1.0)[0]), rel_tol=1e-6)
+
+
+def test_every_term_computes_in_float32_from_fp16_inputs():
+    """What makes fp16 autocast safe for the losses: each term upcasts its inputs, so fp16
+    logits near fp16's largest value (65504) neither overflow a softmax at temperature nor
+    lose the loss's digits: the value equals that of the float32 copies, and is float32."""
+    from ddlib.losses import less_forget_loss, margin_ranking_loss
+
+    logits = torch.tensor([[6.0e4, 5.99e4, -6.0e4, 1.0], [3.0, -2.0, 0.5, 1.5]])
+    teacher = torch.tensor([[5.9e4, 6.0e4], [1.0, 0.0]])
+    features = torch.tensor([[300.0, -200.0, 100.0], [0.5, 0.25, -1.0]])
+    targets = torch.tensor([0, 3])
+    terms = {
+        "kd": lambda z, t, f: kd_loss(z[:, :2], t, 2.0),
+        "Lo": lambda z, t, f: old_knowledge_loss(z, t, 2.0),
+        "Ln": lambda z, t, f: dd_loss(z, t, torch.tensor([3, 1]), 2.0),
+        "Lc": lambda z, t, f: cross_entropy(z, targets),
+        "Llf": lambda z, t, f: less_forget_loss(f, f.flip(0)),
+        "Lmr": lambda z, t, f: margin_ranking_loss(z / 6.0e4, targets, 2, 0.5, 2),
+    }
+    half = [x.half() for x in (logits, teacher, features)]
+    for name, term in terms.items():
+        got = term(*half)
+        assert got.dtype == torch.float32 and torch.isfinite(got), name
+        assert torch.equal(got, term(*[x.float() for x in half])), name

@@ -1,8 +1,10 @@
-"""precision (fp32 | bf16 | auto) and compile (auto | on | off): validation, what `auto`
+"""precision (fp32 | bf16 | fp16 | auto) and compile (auto | on | off): validation, what `auto`
 decides on a faked CPU or GPU, the identity rule, bf16 against fp32 on smoke, and the
 compiled step's guards (one graph per train() call, a fallback that says why)."""
 
 from __future__ import annotations
+
+import importlib
 
 import numpy as np
 import pytest
@@ -17,25 +19,42 @@ from ddlib.models import LinearHead, Net, ResNet32
 from ddlib.results import result_path
 from ddlib.run import load_scenario
 
+run_module = importlib.import_module("ddlib.run")  # `ddlib.run` is also the run function
+
 # Identities of the profiles' default runs before `precision` existed (tests/test_imagenet.py
 # GUARD): an fp32 run must keep them.
 FP32_IDENTITY = {"smoke": "01c14986de", "cpu": "bae62eaef2", "paper": "87c16a1a0b"}
 
 
+# Compute capabilities of the GPUs the book meets (Colab's T4, V100, A100, H100; a P100).
+T4, V100, A100, H100, P100 = (7, 5), (7, 0), (8, 0), (9, 0), (6, 0)
+
+
 @pytest.fixture
 def machine(monkeypatch):
-    """Fake the hardware `auto` looks at: machine(amx=..., cuda=..., cuda_bf16=...)."""
-    def fake(*, amx: bool = False, cuda: bool = False, cuda_bf16: bool = False) -> None:
+    """Fake the hardware `auto` looks at: machine(amx=..., gpu=capability or None). The CUDA
+    answers are torch's: is_bf16_supported() says True on every CUDA device (bf16 emulation
+    counts by default), natively from 8.0 on."""
+    def fake(*, amx: bool = False, gpu: tuple[int, int] | None = None) -> None:
         monkeypatch.setattr(engine, "cpu_has_amx", lambda: amx)
-        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu is not None)
+
+        def capability(device=None):
+            if gpu is None:
+                raise RuntimeError("Found no NVIDIA driver on your system")
+            return gpu
+
+        monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                            lambda including_emulation=True: gpu is not None and (
+                                including_emulation or gpu >= (8, 0)))
 
     return fake
 
 
 # ----------------------------------------------------------------------------- validation
 
-@pytest.mark.parametrize("field, value", [("precision", "fp16"), ("precision", "BF16"),
+@pytest.mark.parametrize("field, value", [("precision", "fp8"), ("precision", "BF16"),
                                           ("compile", "yes"), ("compile", "")])
 def test_unknown_precision_or_compile_is_refused_naming_it(smoke, field, value):
     with pytest.raises(ValueError, match=rf"{field}={value!r} is unknown; choose one of"):
@@ -43,8 +62,8 @@ def test_unknown_precision_or_compile_is_refused_naming_it(smoke, field, value):
 
 
 def test_cli_flags_come_from_the_fields(capsys):
-    assert cli(["run", "--precision", "fp16"]) == 2
-    assert "precision='fp16' is unknown" in capsys.readouterr().err
+    assert cli(["run", "--precision", "fp8"]) == 2
+    assert "precision='fp8' is unknown" in capsys.readouterr().err
     assert cli(["run", "--compile", "always"]) == 2
     assert "compile='always' is unknown" in capsys.readouterr().err
 
@@ -67,17 +86,52 @@ def test_device_data_takes_only_a_resolved_precision():
 @pytest.mark.parametrize("hardware, device, expected", [
     (dict(amx=True), "cpu", "bf16"),
     (dict(amx=False), "cpu", "fp32"),
-    (dict(amx=False, cuda=True, cuda_bf16=True), "cuda", "bf16"),
-    (dict(amx=True, cuda=True, cuda_bf16=False), "cuda", "fp32"),  # e.g. a V100
-    (dict(amx=False, cuda=True, cuda_bf16=True), "auto", "bf16"),  # auto device -> CUDA
-    (dict(amx=True), "auto", "bf16"),                             # auto device -> CPU
-    (dict(amx=False, cuda=False), "cuda", "fp32"),  # planning a CUDA run on a CPU machine
+    (dict(gpu=A100), "cuda", "bf16"),
+    (dict(gpu=H100), "cuda:0", "bf16"),
+    (dict(gpu=T4), "cuda", "fp16"),   # bf16 only emulated there
+    (dict(amx=True, gpu=V100), "cuda", "fp16"),
+    (dict(gpu=P100), "cuda", "fp32"),  # no fp16 tensor cores
+    (dict(gpu=A100), "auto", "bf16"),  # auto device -> CUDA
+    (dict(gpu=T4), "auto", "fp16"),
+    (dict(amx=True), "auto", "bf16"),  # auto device -> CPU
+    (dict(amx=False), "cuda", "fp32"),  # planning a CUDA run on a CPU machine
 ])
 def test_auto_follows_the_hardware(machine, hardware, device, expected):
     machine(**hardware)
     assert resolve_precision("auto", device) == expected
-    assert resolve_precision("fp32", device) == "fp32"
-    assert resolve_precision("bf16", device) == "bf16"
+    for name in ("fp32", "bf16", "fp16"):
+        assert resolve_precision(name, device) == name
+
+
+@pytest.mark.parametrize("hardware, device, why", [
+    (dict(gpu=T4), "cuda", "fp16: CUDA compute capability 7.5 < 8.0 has no native bf16"),
+    (dict(gpu=A100), "cuda", "bf16: CUDA compute capability 8.0 >= 8.0 has native bf16"),
+    (dict(gpu=P100), "cuda", "fp32: CUDA compute capability 6.0 has no fp16 tensor cores"),
+    (dict(), "cuda", "fp32: no CUDA device on this machine"),
+    (dict(amx=True), "cpu", "bf16: this CPU has AMX bf16 tiles"),
+    (dict(amx=False), "cpu", "fp32: this CPU has no AMX bf16 tiles"),
+])
+def test_auto_says_why(machine, hardware, device, why):
+    machine(**hardware)
+    assert "{}: {}".format(*engine.explain_precision("auto", device)) == why
+
+
+@pytest.mark.parametrize("amx, why", [(False, "fp32: this CPU has no AMX bf16 tiles"),
+                                      (True, "bf16: this CPU has AMX bf16 tiles")])
+def test_run_log_says_why_auto_chose_its_precision(smoke, machine, monkeypatch, capsys, amx,
+                                                   why):
+    machine(amx=amx)
+
+    class Stop(Exception):
+        pass
+
+    def stop(cfg):
+        raise Stop  # the log line comes before the data are loaded
+
+    monkeypatch.setattr(run_module, "load_scenario", stop)
+    with pytest.raises(Stop):
+        run_module.run(smoke(precision="auto", device="cpu"))
+    assert f"precision auto -> {why}" in capsys.readouterr().out
 
 
 def test_amx_is_read_from_the_cpu_flags(tmp_path):
@@ -108,6 +162,19 @@ def test_fp32_runs_keep_their_identity_and_path(machine, profile):
     assert auto.identity() == fp32.identity() == FP32_IDENTITY[profile]
     assert result_path(auto) == result_path(fp32)  # the stored precision is no override
     assert RunConfig.resolve(profile, compile="off").identity() == FP32_IDENTITY[profile]
+
+
+def test_fp16_runs_get_their_own_identity(machine):
+    machine(amx=False)
+    fp16 = RunConfig.resolve("cpu", precision="fp16")
+    assert len({fp16.identity(), RunConfig.resolve("cpu", precision="bf16").identity(),
+                FP32_IDENTITY["cpu"]}) == 3
+    assert result_path(fp16) != result_path(RunConfig.resolve("cpu"))
+    machine(gpu=T4)  # on a T4 the cpu profile's CUDA run is that same fp16 run
+    assert RunConfig.resolve("cpu", device="cuda").identity() == \
+        RunConfig.resolve("cpu", device="cuda", precision="fp16").identity()
+    assert RunConfig.resolve("cpu", device="cuda").identity() != \
+        RunConfig.resolve("cpu", device="cuda", precision="fp32").identity()
 
 
 def test_bf16_runs_get_their_own_identity(machine):
@@ -156,8 +223,10 @@ def test_bf16_agrees_with_fp32_on_smoke_round_one():
         assert abs(low[f"acc_{rule}"] - ref[f"acc_{rule}"]) <= 10
 
 
-def test_losses_are_float32_under_bf16():
-    data = _tiny_data(precision="bf16")
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16),
+                                              ("fp16", torch.float16)])
+def test_losses_are_float32_under_autocast(precision, dtype):
+    data = _tiny_data(precision=precision)
     net = Net(ResNet32(width=0.25), LinearHead(16, 2))
     seen = []
 
@@ -169,7 +238,63 @@ def test_losses_are_float32_under_bf16():
 
     train(net, data, np.arange(16), loss_fn, Schedule(1, 0.05, batch_size=8),
           generator=torch.Generator().manual_seed(0), show_progress=False)
-    assert set(seen) == {(torch.bfloat16, torch.float32)}
+    assert set(seen) == {(dtype, torch.float32)}
+
+
+def test_fp16_steps_go_through_a_grad_scaler_that_skips_overflowing_steps(monkeypatch):
+    """A step whose gradients overflow leaves the weights as they were (the scaler skips
+    it and lowers its scale); training goes on from there. Without a scaler the infinite
+    gradient would reach the weights and the next loss would be NaN."""
+    scalers = []
+
+    class Recording(torch.amp.GradScaler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.scales = []
+            scalers.append(self)
+
+        def update(self, new_scale=None):
+            super().update(new_scale)
+            self.scales.append(self.get_scale())
+
+    monkeypatch.setattr(torch.amp, "GradScaler", Recording)
+    torch.manual_seed(0)
+    net = Net(ResNet32(width=0.25), LinearHead(16, 2))
+    start = [p.detach().clone() for p in net.parameters()]
+    calls = []
+
+    def loss_fn(x, y):
+        logits = net(x)[1]
+        calls.append(logits.dtype)
+        if len(calls) == 1:  # the first step's gradients overflow
+            logits.register_hook(lambda grad: grad * float("inf"))
+        return torch.nn.functional.cross_entropy(logits.float(), y), {}
+
+    history = train(net, _tiny_data(precision="fp16"), np.arange(16), loss_fn,
+                    Schedule(2, 0.05, batch_size=8), generator=torch.Generator().manual_seed(0),
+                    show_progress=False)
+    (scaler,) = scalers
+    assert scaler.is_enabled() and set(calls) == {torch.float16}
+    # one update per step; torch's initial scale 2**16 halved by the skipped step, then kept
+    assert scaler.scales == [2.0 ** 15] * 4
+    assert all(np.isfinite(h["loss"]) for h in history)
+    moved = [not torch.equal(a, b) for a, b in zip(start, net.parameters())]
+    assert any(moved)
+
+
+def test_fp32_and_bf16_steps_have_no_scaler(monkeypatch):
+    enabled = []
+    real = torch.amp.GradScaler
+
+    def recording(*args, **kwargs):
+        scaler = real(*args, **kwargs)
+        enabled.append(scaler.is_enabled())
+        return scaler
+
+    monkeypatch.setattr(torch.amp, "GradScaler", recording)
+    for precision in ("fp32", "bf16"):
+        _train_tiny(_tiny_data(precision=precision), 1, images=8)
+    assert enabled == [False, False]
 
 
 # ------------------------------------------------------------------------ compiled steps
