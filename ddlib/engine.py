@@ -248,7 +248,17 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
     ddp = distributed.active()  # torchrun, several ranks: see _replicated
     if data.compile and ddp:
         warnings.warn("compile is off under DDP: steps run eagerly", RuntimeWarning, stacklevel=2)
-    step_loss = _Captured(loss_fn, device, desc) if data.compile and not ddp else loss_fn
+    captured = _Captured(loss_fn, device, desc) if data.compile and not ddp else None
+
+    def forward_backward(fn: LossFn, x: Tensor, y: Tensor,
+                         weight: float | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """One batch's loss through `fn` and its backward, from zeroed gradients."""
+        with data.autocast():
+            loss, parts = fn(x, y)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss if weight is None else loss * weight).backward()
+        return loss, parts
+
     history: list[dict[str, float]] = []
     model.train()
     with _replicated(model):
@@ -272,14 +282,13 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
                     share = (part.stop - part.start) / len(labels)
                     x, labels = x[part], labels[part]
                 x = data.layout(x)
-                with data.autocast():
-                    # the epoch's last, smaller batch runs eagerly: one graph per train() call
-                    fn = step_loss if len(labels) == schedule.batch_size else loss_fn
-                    loss, parts = fn(x, labels)
-                opt.zero_grad(set_to_none=True)
                 # DDP averages the ranks' gradients; weighting each by its share makes that
                 # the global batch's mean when a batch splits unevenly (else the factor is 1)
-                scaler.scale(loss * (share * distributed.world_size()) if ddp else loss).backward()
+                weight = share * distributed.world_size() if ddp else None
+                if captured is not None and len(labels) == schedule.batch_size:
+                    loss, parts = captured.run(forward_backward, x, labels, weight)
+                else:  # eager; so is the epoch's last, smaller batch: one graph per call
+                    loss, parts = forward_backward(loss_fn, x, labels, weight)
                 scaler.step(opt)
                 scaler.update()
                 for key, value in {"loss": loss.detach(), **parts}.items():
@@ -340,25 +349,39 @@ class _Captured:
     """`loss_fn` through torch.compile (`compiled`). The head grows every round, so each
     train() call starts from empty dynamo caches and compiles once (the batch shape is
     fixed), instead of piling old rounds' graphs up against dynamo's recompile limit. When
-    compiling fails (no triton, no C++ compiler, an unsupported op) it warns with the reason
-    and runs eagerly from then on."""
+    compiling fails (no triton, no C++ compiler, an unsupported op, a Python dynamo does not
+    support) it warns naming the stage, the device and the reason, and runs eagerly from
+    then on: in torch.compile() itself, at the first call (tracing, code generation) or in
+    the first backward (aot_autograd compiles the backward graph lazily, there)."""
 
     def __init__(self, loss_fn: LossFn, device: torch.device, desc: str) -> None:
         torch._dynamo.reset()
-        self.loss_fn, self.desc = loss_fn, desc
-        self.fn: LossFn = compiled(loss_fn, device)
-
-    def __call__(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        self.loss_fn, self.device, self.desc = loss_fn, device, desc
         try:
-            return self.fn(x, y)
+            self.fn: LossFn = compiled(loss_fn, device)
+        except Exception as err:  # noqa: BLE001 - any compile failure falls back, said why
+            self._fall_back(err)
+
+    def run(self, step: Callable[..., tuple[Tensor, dict[str, Tensor]]], *args
+            ) -> tuple[Tensor, dict[str, Tensor]]:
+        """`step(fn, *args)`, one batch's forward and backward, with the compiled loss (or
+        eagerly, once compiling has failed)."""
+        try:
+            return step(self.fn, *args)
         except Exception as err:  # noqa: BLE001 - any compile failure falls back, said why
             if self.fn is self.loss_fn:
                 raise
-            warnings.warn(f"{self.desc}: torch.compile failed ({type(err).__name__}: "
-                          f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); "
-                          "training eagerly", RuntimeWarning, stacklevel=2)
-            self.fn = self.loss_fn
-            return self.fn(x, y)
+            self._fall_back(err)
+            # after a failed backward this batch's forward has run twice: BatchNorm's running
+            # statistics took it twice (one batch, once per run)
+            return step(self.fn, *args)
+
+    def _fall_back(self, err: Exception) -> None:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        warnings.warn(f"{self.desc} on {self.device}: torch.compile failed "
+                      f"({type(err).__name__}: {reason}); training eagerly",
+                      RuntimeWarning, stacklevel=4)
+        self.fn = self.loss_fn
 
 
 def compiled(fn: LossFn, device: torch.device) -> LossFn:

@@ -360,3 +360,40 @@ def test_failed_compile_warns_why_and_trains_eagerly(monkeypatch):
     with pytest.warns(RuntimeWarning, match="torch.compile failed .*triton.*training eagerly"):
         weights = _train_tiny(_tiny_data(compile=True), 2)
     assert torch.equal(weights, _train_tiny(_tiny_data(), 2))
+
+
+def test_torch_compile_itself_failing_warns_naming_stage_and_device(monkeypatch):
+    def refused(*args, **kwargs):
+        raise RuntimeError("Dynamo is not supported on Python 3.15+")
+
+    monkeypatch.setattr(torch, "compile", refused)
+    with pytest.warns(RuntimeWarning, match=r"^train on cpu: torch.compile failed "
+                      r"\(RuntimeError: Dynamo is not supported.*\); training eagerly"):
+        weights = _train_tiny(_tiny_data(compile=True), 2)
+    assert torch.equal(weights, _train_tiny(_tiny_data(), 2))
+
+
+class _BackwardFails(torch.autograd.Function):
+    """Identity forward; a backward that fails as a lazily compiled backward graph can."""
+
+    @staticmethod
+    def forward(ctx, loss):
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("C++ compile error in the backward graph")
+
+
+def test_failing_compiled_backward_warns_and_trains_eagerly(monkeypatch):
+    def backward_fails(fn, device):
+        def call(x, y):
+            loss, parts = fn(x, y)
+            return _BackwardFails.apply(loss), parts
+        return call
+
+    monkeypatch.setattr(engine, "compiled", backward_fails)
+    with pytest.warns(RuntimeWarning, match=r"^train on cpu: torch.compile failed "
+                      r"\(RuntimeError: C\+\+ compile error in the backward graph\)"):
+        weights = _train_tiny(_tiny_data(compile=True), 2)
+    assert torch.equal(weights, _train_tiny(_tiny_data(), 2))  # the batch retried eagerly
