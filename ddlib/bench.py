@@ -9,9 +9,10 @@ depend on the machine and its load.
        processes), model in the default memory format, fp32 and bf16.
 2. End to end (`--e2e`): one iCaRL+DD run of the `cpu` profile through our engine against
    the same run through `reference_loop` (the toolbox loop), and where the saved seconds go.
-3. `--gpu-check` (benchmarks/gpu-check.sh): (1) on CUDA, 2 rounds of a `paper`-profile
-   iCaRL+DD on CIFAR-100-shaped synthetic data with the projected 10-round time, and 1/2/4/8
-   runs packed on one GPU; one JSON and a short table.
+3. `--gpu-check` (benchmarks/gpu-check.sh): on CUDA, in parts that each fit a 10-minute
+   call: 2 rounds of a `paper`-profile iCaRL+DD on CIFAR-100-shaped synthetic data with the
+   projected 10-round time, the step rates above, and 1/2/4/8 runs packed on one GPU; one
+   JSON and a short table, rewritten as the numbers come.
 
 Needs only torch, torchvision, numpy (and PIL, which torchvision brings): no papermill.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -401,12 +403,31 @@ def _rounds_summary(times: list[float], accs: list[float], rates: list[float],
             "classifier_img_per_s": rates}  # images through the classifier's steps
 
 
+# The parts in the order they run: the projected 10-round paper run first, the main number.
+GPU_PARTS = ("paper_rounds", "step_rates", "packed")
+# Seconds a part may take before it is killed (what it measured so far stays in the JSON).
+# Sized to a device call of 600 s: paper_rounds and step_rates always fit one (480 s), packed
+# too when they end early, else a second call on the still-warm machine; with the machine's
+# start (1-2 minutes) 13 minutes at worst (the order of calls: benchmarks/gpu-check.sh).
+PART_SECONDS = {"paper_rounds": 360, "step_rates": 120, "packed": 150}
+CALL_SECONDS = 570  # a part starts only if its whole budget fits in what is left of these
+DRY_PART_SECONDS = 600  # dry runs: tiny parts on a CPU that other jobs may load
+
+
+def _source_env() -> dict[str, str]:
+    """This environment with the source tree first on PYTHONPATH (a child imports ddlib)."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+
+
 def packed_rates(counts: tuple[int, ...] = PACKED, *, seconds: float = 20.0,
                  device: str = "cuda", precision: str = "bf16", compile: bool = True,
-                 tiny: bool = False, say: Callable[[str], None] = print) -> dict[str, Any]:
+                 tiny: bool = False, on_count: Callable[[dict[str, Any]], None] | None = None,
+                 say: Callable[[str], None] = print) -> dict[str, Any]:
     """Total images/s of n = `counts` processes each training ResNet-32 (our loop) on one
     device at once: each warms up (and compiles), waits for the others, then steps for
-    `seconds`. The best n is the sweep's --jobs-per-gpu."""
+    `seconds`. The best n is the sweep's --jobs-per-gpu. `on_count` gets the numbers so far
+    after each n."""
     out: dict[str, Any] = {}
     for n in counts:
         with tempfile.TemporaryDirectory() as barrier:
@@ -415,10 +436,8 @@ def packed_rates(counts: tuple[int, ...] = PACKED, *, seconds: float = 20.0,
                    "print(json.dumps(_packed_worker(*sys.argv[1:])))",
                    barrier, str(n), str(seconds), device, precision, str(int(compile)),
                    str(int(tiny))]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
             procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=env) for _ in range(n)]
+                                      text=True, env=_source_env()) for _ in range(n)]
             results = []
             for p in procs:
                 stdout, stderr = p.communicate()
@@ -428,9 +447,11 @@ def packed_rates(counts: tuple[int, ...] = PACKED, *, seconds: float = 20.0,
         total = sum(r["img_per_s"] for r in results)
         out[str(n)] = {"total_img_per_s": round(total, 1),
                        "per_run_img_per_s": [r["img_per_s"] for r in results]}
+        out["best_jobs_per_gpu"] = int(max((k for k in out if k != "best_jobs_per_gpu"),
+                                           key=lambda k: out[k]["total_img_per_s"]))
         say(f"  {n} run(s) at once: {total:9.1f} img/s in total")
-    best = max(out, key=lambda k: out[k]["total_img_per_s"])
-    out["best_jobs_per_gpu"] = int(best)
+        if on_count is not None:
+            on_count(dict(out))
     return out
 
 
@@ -457,92 +478,160 @@ def _packed_worker(barrier: str, n: str, seconds: str, device: str, precision: s
     return {"img_per_s": round(done * src.batch / (time.perf_counter() - start), 1)}
 
 
-GPU_PARTS = ("step_rates", "packed", "paper_rounds")
-
-
-def gpu_check(out_dir: str | Path, *, budget_s: float = 450, dry_run: bool = False,
-              parts: tuple[str, ...] = GPU_PARTS,
+def gpu_check(out_dir: str | Path, *, budget_s: float | None = None, dry_run: bool = False,
+              parts: tuple[str, ...] = GPU_PARTS, part_seconds: dict[str, float] | None = None,
               say: Callable[[str], None] = print) -> dict[str, Any]:
-    """The GPU check of benchmarks/gpu-check.sh: step rates on CUDA (ours vs the toolbox
-    loop with workers, fp32 and bf16, compiled and not), 1/2/4/8 packed runs, and 2 rounds
-    of the paper profile with the projected full run. `parts` run in that order while
-    `budget_s` lasts (a part is skipped when under a third of its estimate is left); the
-    JSON is rewritten after each part and each paper round, so a timeout keeps what
-    finished, and a later call with the skipped `parts` adds them to the same JSON.
-    `dry_run`: tiny, on the CPU (tests)."""
+    """The GPU check of benchmarks/gpu-check.sh: 2 rounds of the paper profile with the
+    projected full run, step rates on CUDA (ours vs the toolbox loop with workers, fp32 and
+    bf16, compiled and not), and 1/2/4/8 packed runs. Each part of `parts` runs, in that
+    order, in a process of its own that is killed with its children when it overruns its
+    seconds (`part_seconds`, default PART_SECONDS); a part starts only when those seconds
+    fit in what is left of `budget_s` (default CALL_SECONDS; unlimited in a dry run). The
+    JSON and the table are rewritten when a part starts and ends and after each paper round
+    and packed count, so a kill keeps what was measured; a JSON already in `out_dir` (a
+    previous call's) is added to. `dry_run`: tiny, on the CPU (tests)."""
     unknown = sorted(set(parts) - set(GPU_PARTS))
     if unknown:
         raise ValueError(f"--parts {unknown} unknown; choose from {list(GPU_PARTS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "gpu-check.json"
+    seconds = {**(dict.fromkeys(GPU_PARTS, DRY_PART_SECONDS) if dry_run else PART_SECONDS),
+               **(part_seconds or {})}
+    budget_s = budget_s if budget_s is not None else (float("inf") if dry_run else CALL_SECONDS)
+    path = Path(out_dir) / "gpu-check.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    cuda = torch.cuda.is_available() and not dry_run
-    device = "cuda" if cuda else "cpu"
-    report: dict[str, Any] = {"parts": {}, "errors": {}}
-    if path.is_file():  # a retry adds to the first call's numbers
-        report.update(json.loads(path.read_text()))
-    report.update(device=torch.cuda.get_device_name(0) if cuda else "cpu (dry run)",
-                  torch=torch.__version__, dry_run=dry_run)
-    if cuda:
-        report["bf16_supported"] = torch.cuda.is_bf16_supported()
-
-    def save() -> None:
-        report["seconds"] = round(time.perf_counter() - start, 1)
-        path.write_text(json.dumps(report, indent=1))
-
-    def partial_rounds(values: dict[str, Any]) -> None:
-        report["parts"]["paper_rounds"] = values
-        save()
-
-    runs: dict[str, tuple[float, Callable[[], Any]]] = {
-        "step_rates": (150, lambda: step_rates(
-            device=device, compile_modes=(False,) if dry_run else (False, True),
-            precisions=("fp32",) if dry_run else ("fp32", "bf16"), tiny=dry_run,
-            workers=0 if dry_run else 8, steps=2 if dry_run else 50, repeats=1,
-            max_seconds=1 if dry_run else 10, say=say)),
-        "packed": (120, lambda: packed_rates((1, 2) if dry_run else PACKED,
-                                             seconds=1 if dry_run else 10, device=device,
-                                             compile=not dry_run, tiny=dry_run, say=say)),
-        "paper_rounds": (300, lambda: paper_rounds(device=device, smoke=dry_run,
-                                                   compile="off" if dry_run else "auto",
-                                                   on_round=partial_rounds, say=say)),
-    }
+    report = _read_report(path)
+    report.update(torch=torch.__version__, dry_run=dry_run)
     for name in (p for p in GPU_PARTS if p in parts):
-        estimate, part = runs[name]
-        report["errors"].pop(name, None)
+        limit = seconds[name]
         left = budget_s - (time.perf_counter() - start)
-        if left < (0 if dry_run else estimate / 3):
-            report["errors"][name] = f"skipped: {left:.0f} s of the budget left"
+        if left < limit:
+            report["errors"][name] = (f"skipped: {left:.0f} s of this call's {budget_s:.0f} s "
+                                      f"left, under its {limit:.0f} s; run it in a call of "
+                                      f"its own: bash benchmarks/gpu-check.sh --parts {name}")
+            _write_report(path, report)
+            say(f"== {name}: {report['errors'][name]}")
             continue
-        say(f"== {name} ({left:.0f} s of the budget left)")
-        try:
-            report["parts"][name] = part()
-        except Exception as err:  # noqa: BLE001 - one failed part must not lose the others
-            report["errors"][name] = f"{type(err).__name__}: {err}"
-            say(f"   {name} failed: {report['errors'][name]}")
-        save()
-    table = _table(report)
-    (out_dir / "gpu-check.txt").write_text(table)
-    say(table)
+        for measured in ("parts", "ran_on", "part_seconds"):  # an earlier call's are redone
+            report[measured].pop(name, None)
+        report["errors"][name] = f"running: killed if not done within {limit:.0f} s"
+        _write_report(path, report)
+        say(f"== {name} (at most {limit:.0f} s)")
+        began = time.perf_counter()
+        code = _run_part(name, path.parent, dry_run, limit)
+        report = _read_report(path)  # what the part wrote
+        report["part_seconds"][name] = round(time.perf_counter() - began, 1)
+        if code is None:
+            kept = ("its numbers so far are kept" if name in report["parts"]
+                    else "it measured nothing")
+            report["errors"][name] = f"killed after its {limit:.0f} s budget; {kept}"
+        elif report["errors"].get(name, "").startswith("running"):  # died without a word
+            report["errors"][name] = f"its process exited with status {code}"
+        _write_report(path, report)
+        if name in report["errors"]:
+            say(f"   {name}: {report['errors'][name]}")
+    say(_table(report))
     return report
 
 
+def _run_part(name: str, out_dir: Path, dry_run: bool, limit: float) -> int | None:
+    """Run one part in a session of its own; its exit status, None when it was killed at
+    `limit` seconds (with every process it started: packed runs, compile workers)."""
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import sys; from ddlib.bench import gpu_check_part; "
+                             "gpu_check_part(sys.argv[1], sys.argv[2], sys.argv[3] == '1')",
+                             name, str(out_dir), str(int(dry_run))],
+                            env=_source_env(), start_new_session=True)
+    try:
+        return proc.wait(timeout=limit)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:  # also when this process is interrupted
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def gpu_check_part(name: str, out_dir: str | Path, dry_run: bool) -> None:
+    """One part of `gpu_check`, in this process: its numbers go into the JSON in `out_dir`
+    as they come; an exception is recorded there and exits with status 1."""
+    path = Path(out_dir) / "gpu-check.json"
+    cuda = torch.cuda.is_available() and not dry_run
+    device = "cuda" if cuda else "cpu"
+
+    def record(values: dict[str, Any], *, error: str | None = None, done: bool = False) -> None:
+        report = _read_report(path)
+        report.update(device=torch.cuda.get_device_name(0) if cuda else "cpu (dry run)")
+        if cuda:
+            report["bf16_supported"] = torch.cuda.is_bf16_supported()
+        if values:
+            report["parts"][name] = values
+            report["ran_on"][name] = report["device"]
+        if error is not None:
+            report["errors"][name] = error
+        elif done:
+            report["errors"].pop(name, None)
+        _write_report(path, report)
+
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
+        "paper_rounds": lambda: paper_rounds(device=device, smoke=dry_run,
+                                             compile="off" if dry_run else "auto",
+                                             on_round=record),
+        "step_rates": lambda: step_rates(
+            device=device, compile_modes=(False,) if dry_run else (False, True),
+            precisions=("fp32",) if dry_run else ("fp32", "bf16"), tiny=dry_run,
+            workers=0 if dry_run else 8, steps=2 if dry_run else 50, repeats=1,
+            max_seconds=1 if dry_run else 10),
+        "packed": lambda: packed_rates((1, 2) if dry_run else PACKED,
+                                       seconds=1 if dry_run else 10, device=device,
+                                       compile=not dry_run, tiny=dry_run, on_count=record),
+    }
+    try:
+        values = runs[name]()
+    except Exception as err:  # noqa: BLE001 - recorded for the report, then a failed exit
+        record({}, error=f"{type(err).__name__}: {err}")
+        print(f"{name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        raise SystemExit(1) from err
+    record(values, done=True)
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {}
+    for key in ("parts", "errors", "ran_on", "part_seconds"):
+        report.setdefault(key, {})
+    return report
+
+
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    """The JSON and its table, each replaced whole: a kill mid-write leaves the last one."""
+    for target, text in ((path, json.dumps(report, indent=1) + "\n"),
+                         (path.with_suffix(".txt"), _table(report))):
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_text(text)
+        os.replace(partial, target)
+
+
 def _table(report: dict[str, Any]) -> str:
-    lines = [f"GPU check on {report['device']} (torch {report['torch']}), "
-             f"{report.get('seconds', 0):.0f} s"]
+    devices = sorted(set(report["ran_on"].values())) or [report.get("device", "?")]
+    lines = [f"GPU check on {' and '.join(devices)} (torch {report.get('torch', '?')}); "
+             "seconds per part: " + ", ".join(f"{name} {s:.0f}" for name, s in
+                                              report["part_seconds"].items())]
+    if len(devices) > 1:
+        lines.append("  parts ran on: " + ", ".join(f"{name} {device}" for name, device in
+                                                    report["ran_on"].items()))
+    rounds = report["parts"].get("paper_rounds")
+    if rounds:
+        projected = (f"projected full run {rounds['projected_full_run_s'] / 60:.1f} min"
+                     if rounds["projected_full_run_s"] is not None
+                     else "no projection (it needs 2 rounds)")
+        lines.append(f"  paper iCaRL+DD rounds {rounds['round_s']} s -> {projected} "
+                     f"({rounds['precision']}, compiled {rounds['compiled']}); classifier "
+                     f"steps {rounds['classifier_img_per_s']} img/s")
     rates = report["parts"].get("step_rates", {})
     for name, rate in rates.items():
         lines.append(f"  {name:<24} {rate:10.1f} img/s")
-    if "toolbox fp32" in rates and rates:
+    if "toolbox fp32" in rates:
         best = max(v for k, v in rates.items() if k.startswith("ours"))
         lines.append(f"  best of ours / toolbox fp32 = {best / rates['toolbox fp32']:.2f}x")
-    rounds = report["parts"].get("paper_rounds")
-    if rounds and rounds["projected_full_run_s"] is not None:
-        lines.append(f"  paper iCaRL+DD rounds {rounds['round_s']} s -> projected full run "
-                     f"{rounds['projected_full_run_s'] / 60:.1f} min ({rounds['precision']}, "
-                     f"compiled {rounds['compiled']}); classifier steps "
-                     f"{rounds['classifier_img_per_s']} img/s")
     packed = report["parts"].get("packed")
     if packed:
         lines.append("  packed runs: " + ", ".join(
@@ -577,23 +666,26 @@ def add_arguments(parser: Any) -> None:
                         help="instead: the GPU check (benchmarks/gpu-check.sh)")
     parser.add_argument("--out", default=os.environ.get("OUT") or "benchmarks",
                         help="folder of the GPU check's JSON and table (default $OUT)")
-    parser.add_argument("--budget", type=float, default=450, help="GPU check seconds")
+    parser.add_argument("--budget", type=float, default=None,
+                        help=f"GPU check: the call's seconds; a part starts only if its own "
+                             f"fit in what is left (default {CALL_SECONDS}; dry run: no limit)")
     parser.add_argument("--parts", default=",".join(GPU_PARTS),
-                        help="GPU check parts, comma-separated (a retry of skipped ones)")
+                        help="GPU check parts, comma-separated, run in the order "
+                             f"{','.join(GPU_PARTS)} (a second call runs the skipped ones)")
     parser.add_argument("--dry-run", action="store_true", help="GPU check, tiny, on the CPU")
 
 
 def main(args: dict[str, Any]) -> int:
     """`python -m ddlib bench`."""
     for name in ("steps", "repeats", "threads", "workers", "budget"):
-        if args[name] < (1 if name in ("steps", "repeats") else 0):
+        if args[name] is not None and args[name] < (1 if name in ("steps", "repeats") else 0):
             raise ValueError(f"--{name}={args[name]} is out of range")
     if args["threads"]:
         torch.set_num_threads(args["threads"])
     if args["gpu_check"] or args["dry_run"]:
-        gpu_check(args["out"], budget_s=args["budget"], dry_run=args["dry_run"],
-                  parts=tuple(p.strip() for p in args["parts"].split(",") if p.strip()))
-        return 0
+        report = gpu_check(args["out"], budget_s=args["budget"], dry_run=args["dry_run"],
+                           parts=tuple(p.strip() for p in args["parts"].split(",") if p.strip()))
+        return 1 if report["errors"] else 0
     numbers: dict[str, Any] = {"machine": _machine(), "threads": torch.get_num_threads()}
     numbers["step_rates"] = step_rates(device=args["device"], workers=args["workers"],
                                        steps=args["steps"], repeats=args["repeats"],
