@@ -5,6 +5,7 @@ All of them run in float32 (PROTOCOL trap 20) and average over the mini-batch.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -50,13 +51,16 @@ def margin_ranking_loss(cosines: Tensor, targets: Tensor, num_old: int, margin: 
     old (< num_old); for each, g = its ground-truth cosine and h_1..h_k its k largest cosines
     over the new classes (columns num_old..N-1). Returns the mean over (anchor, k) of
     max(0, margin - g + h_k); 0 (with a graph) when the batch has no old-class sample.
+    Every row is scored and the non-anchors masked out: no host sync, no shape that
+    depends on the batch's labels (one compiled graph whatever the anchor count).
     """
     cosines = cosines.float()
-    anchors = targets < num_old
     k = min(k, cosines.shape[1] - num_old)
-    if not bool(anchors.any()) or k < 1:
+    if k < 1:
         return cosines.sum() * 0.0
-    scores = cosines[anchors]
-    g = scores.gather(1, targets[anchors].unsqueeze(1))   # (A, 1)
-    h = scores[:, num_old:].topk(k, dim=1).values          # (A, k) hardest new classes
-    return F.relu(margin - g + h).mean()
+    anchors = targets < num_old
+    # an anchor's label is an old column; others are masked out, whatever their label
+    g = cosines.gather(1, targets.clamp(max=num_old - 1).unsqueeze(1))  # (B, 1)
+    h = cosines[:, num_old:].topk(k, dim=1).values     # (B, k) hardest new classes
+    hinge = torch.where(anchors.unsqueeze(1), F.relu(margin - g + h), 0.0)
+    return hinge.sum() / (anchors.sum() * k).clamp(min=1)

@@ -67,6 +67,30 @@ def test_margin_ranking_zero_without_old_samples_and_still_differentiable():
     assert loss.item() == 0.0 and cos.grad.abs().sum() == 0
 
 
+def test_margin_ranking_mean_is_over_anchors_only():
+    # one anchor (row 1: .8, .3) among three rows: the mean is over its k = 2 terms
+    assert margin_ranking_loss(COS, torch.tensor([3, 1, 4]), 2, 0.5, 2).item() == \
+        pytest.approx(1.1 / 2)
+
+
+def test_margin_ranking_compiles_once_whatever_the_anchor_count():
+    """No host sync and no label-dependent shape: one full graph (a graph break would
+    raise) serves batches of 0 to 3 anchors."""
+    from torch._dynamo.testing import CompileCounter
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    loss = torch.compile(margin_ranking_loss, backend=counter, fullgraph=True, dynamic=False)
+    for labels, expected in (([0, 1, 3], 1.6 / 4), ([3, 1, 4], 1.1 / 2), ([2, 3, 4], 0.0),
+                             ([0, 0, 1], None)):
+        y = torch.tensor(labels)
+        got = loss(COS, y, 2, 0.5, 2)
+        assert got.item() == pytest.approx(margin_ranking_loss(COS, y, 2, 0.5, 2).item())
+        if expected is not None:
+            assert got.item() == pytest.approx(expected)
+    assert counter.frame_count == 1
+
+
 def test_margin_ranking_k_is_capped_by_new_class_count():
     # one new class: K=2 reduces to K=1 -> anchor 0: .5-.9+.5 = .1; anchor 1: .5-.3-.2 = 0
     cos = COS[:, :3]
