@@ -136,7 +136,11 @@ class DiscriminativeDistillation:
     classes: list[int]
     temperature: float = 2.0
     record: dict = field(default_factory=dict)  # selection, expert accuracy and history
-    _idx: Tensor | None = field(default=None, init=False, repr=False)
+    _idx: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # built here, not in the (compiled) step: setting it there made dynamo compile twice
+        self._idx = torch.as_tensor(self.classes, device=next(self.expert.parameters()).device)
 
     @classmethod
     def fit(cls, old_model: Net, data: DeviceData, new_indices: dict[int, np.ndarray],
@@ -182,8 +186,6 @@ class DiscriminativeDistillation:
         """Ln of a batch `x` whose student logits (over all seen classes) are `logits`."""
         with torch.no_grad():
             _, expert_logits = self.expert(x)
-        if self._idx is None or self._idx.device != logits.device:  # once, not every step
-            self._idx = torch.as_tensor(self.classes, device=logits.device)
         return dd_loss(logits, expert_logits, self._idx, self.temperature)
 
     def accuracy(self, model: Net, data: DeviceData, test_indices: np.ndarray, *,

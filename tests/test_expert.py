@@ -142,3 +142,40 @@ def test_scratch_expert_runs_end_to_end_and_records_both_stages(smoke):
         assert {"loss", "acc"} <= set(rec["history_expert_a"][0])
         assert 0 <= rec["expert_acc_b"] <= 100
     assert len(out["rounds"][0]["history_classifier"]) == 3
+
+
+def test_a_dd_stage_compiles_once(monkeypatch):
+    """The student's step with Ln, compiled as engine.train compiles it (a CompileCounter
+    for a backend): one graph over two epochs, the class index included."""
+    from torch._dynamo.testing import CompileCounter
+
+    from ddlib import engine
+    from ddlib.engine import DeviceData, Schedule
+    from ddlib.expert import DiscriminativeDistillation
+
+    counter = CompileCounter()
+    monkeypatch.setattr(engine, "compiled", lambda fn, device: torch.compile(
+        fn, backend=counter, dynamic=False))
+    rng = np.random.default_rng(0)
+
+    class Arrays:
+        train_x = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+        train_y = np.arange(16) % 4
+        test_x, test_y = train_x[:4], train_y[:4]
+        mean, std = (0.5,) * 3, (0.25,) * 3
+
+    data = DeviceData.from_arrays(Arrays, torch.device("cpu"), pad=1, channels_last=False)
+    data.compile = True
+    torch.manual_seed(0)
+    student = Net(make_backbone("resnet32", width=0.25), LinearHead(16, 4))
+    expert = make_expert(student, 2)
+    expert.eval().requires_grad_(False)
+    dd = DiscriminativeDistillation(expert, [3, 1])
+
+    def loss_fn(x, y):
+        logits = student(x)[1]
+        return torch.nn.functional.cross_entropy(logits, y) + dd(x, logits), {}
+
+    engine.train(student, data, np.arange(16), loss_fn, Schedule(2, 0.05, batch_size=8),
+                 generator=torch.Generator().manual_seed(0), show_progress=False)
+    assert counter.frame_count == 1
