@@ -45,8 +45,9 @@ def select_similar_classes(new_centres: Tensor, old_centres: Tensor, new_classes
     old class is still free. Returns (new, old, distance) in acceptance order."""
     if k == 0 or not old_classes:
         return []
-    dist = torch.cdist(new_centres.double(), old_centres.double())  # (n, s)
-    pairs = sorted((float(dist[i, j]), new_classes[i], old_classes[j])
+    # (n, s) read to the host at once: one copy, not one sync per pair
+    dist = torch.cdist(new_centres.double(), old_centres.double()).tolist()
+    pairs = sorted((dist[i][j], new_classes[i], old_classes[j])
                    for i in range(len(new_classes)) for j in range(len(old_classes)))
     partners = {c: 0 for c in new_classes}
     taken: set[int] = set()

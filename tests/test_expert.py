@@ -49,6 +49,25 @@ def test_ties_break_by_new_then_old_label():
     assert [(c, o) for c, o, _ in got] == [(2, 0), (3, 1)]
 
 
+def test_distances_reach_the_host_in_one_copy(monkeypatch):
+    """One device-to-host copy of the distance matrix, not a float() (a sync on a GPU) per
+    (new, old) pair; the same pairs as by hand."""
+    reads = []
+
+    def recording(name):
+        method = getattr(torch.Tensor, name)
+
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            return method(self, *args, **kwargs)
+        return read
+
+    for name in ("__float__", "item", "tolist", "cpu", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, recording(name))
+    assert pairs(2) == [(5, 1), (4, 0), (4, 2), (5, 3)]
+    assert reads == ["tolist"]
+
+
 # ---- the expert as a plug-in: construction, stage B's sampling, data it may see ----------
 
 import numpy as np  # noqa: E402
