@@ -263,10 +263,14 @@ def class_accuracy(results: Results, class_name: str, *, rule: str | None = None
     return pd.DataFrame(rows)
 
 
-def figure1_class(results: Results, *, rule: str | None = None) -> str:
+def figure1_class(results: Results, *, rule: str | None = None, by: str = "drop") -> str:
     """The class Figure 1 follows: of the first round's classes with a superclass sibling
     arriving later, the one whose accuracy falls most, summed over those arrival rounds,
-    in the first result (a baseline run; ties go to the smaller label)."""
+    in the first result (a baseline run; ties go to the smaller label). `by="order"`: the
+    first such class by label, so that no trained number decides (the `smoke` profile,
+    whose page is compared across CPUs)."""
+    if by not in ("drop", "order"):
+        raise ValueError(f"by={by!r} is unknown; choose 'drop' or 'order'")
     result = as_results(results)[0]
     when = _label_round(result)
     coarse = _coarse(result)
@@ -277,6 +281,8 @@ def figure1_class(results: Results, *, rule: str | None = None) -> str:
                     if when.get(c, 1) > 1}
         if not arrivals:
             continue
+        if by == "order":
+            return name
         acc = class_accuracy(result, name, rule=rule).set_index("round")["accuracy"]
         drop = sum(acc[r - 1] - acc[r] for r in arrivals)
         if drop > best_drop:

@@ -154,9 +154,16 @@ class Exhibit:
         def values(key: str, dd_only: bool = False) -> str:
             return _listing(sorted({c[key] for c in configs if c["dd"] or not dd_only}))
 
+        def weights(key: str, dd_only: bool = False) -> str:
+            return _listing([f"{w:g}" for w in sorted({c[key] for c in configs
+                                                       if c["dd"] or not dd_only})])
+
+        dd = any(c["dd"] for c in configs)
         expert = (f" (expert {values('expert_epochs', True)} + "
-                  f"{values('expert_balanced_epochs', True)})"
-                  if any(c["dd"] for c in configs) else "")
+                  f"{values('expert_balanced_epochs', True)})" if dd else "")
+        losses = (f"λ1 = {weights('lambda_old')}, To = {weights('temperature_old')}"
+                  + (f", λ2 = {weights('lambda_dd', True)}, Tn = "
+                     f"{weights('temperature_new', True)}" if dd else ""))
         seeds = sorted({c.get("class_order_seed") for c in configs} - {None})
         orders = (f"the dedicated class order of numpy seed {_listing(seeds)}" if seeds else
                   ("class order " if len({c["order"] for c in configs}) == 1
@@ -167,7 +174,7 @@ class Exhibit:
                 f"{took} of training (measured): the `{self.profile}` profile on "
                 f"{DATASET_LABELS.get(self.dataset, self.dataset)} data; {orders}; "
                 f"{values('increment')} classes per round; {values('epochs')} epochs per "
-                f"round{expert}.")
+                f"round{expert}; memory {values('memory')} images; {losses}.")
 
     def _repr_markdown_(self) -> str:
         if self.ready:

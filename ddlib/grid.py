@@ -50,16 +50,19 @@ def figure1(profile: str, dataset: str) -> dict[str, Any]:
     """Figure 1's runs and class. On CIFAR-100, PROTOCOL 5.2's dedicated class order: 20 per
     round, the first seed bringing 'baby' in round 1 and 'boy', 'girl', 'man', 'woman' one
     per later round (seed 18). Elsewhere the grid's first increment and order 0, and the
-    class is picked from the results (`analysis.figure1_class`): `followed` is None."""
+    class is picked from the results (`analysis.figure1_class`, by `pick`): `followed` is
+    None. The `smoke` profile picks by class order alone: its page is compared across CPUs,
+    whose float sums move a smoke run's accuracies."""
     book_grid = grid(profile)
     if dataset != "cifar100":
         return {"increment": book_grid["increments"][0], "class_order_seed": None,
-                "followed": None}
+                "followed": None, "pick": "order" if profile == "smoke" else "drop"}
     increment = book_grid["analysis_increment"]
     (followed, label), *others = CIFAR100_FIGURE1.items()
     seed = dedicated_order_seed(len(CIFAR100_COARSE), increment, label,
                                 tuple(index for _, index in others))
-    return {"increment": increment, "followed": followed, "class_order_seed": seed}
+    return {"increment": increment, "followed": followed, "class_order_seed": seed,
+            "pick": None}
 
 
 def ablation_runs(profile: str) -> tuple[dict[str, Any], ...]:

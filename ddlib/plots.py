@@ -49,8 +49,38 @@ def _exhibit(func: Callable[..., Figure]) -> Callable[..., Figure]:
     return wrapper
 
 
+def describe(fig: Figure) -> str:
+    """What a figure draws, as text: per panel with data, its title and its labelled lines
+    with their number of values, other lines, bars and images (no trained value), so that
+    a test comparing outputs sees a curve or a panel go missing."""
+    panels = []
+    for ax in fig.axes:
+        if not ax.has_data():
+            continue
+        labelled = [f"{line.get_label()} ({len(line.get_xdata())} values)" for line in ax.lines
+                    if not line.get_label().startswith("_")]
+        parts = [", ".join(labelled)] if labelled else []
+        counts = {"other lines": len(ax.lines) - len(labelled), "bars": len(ax.patches),
+                  "collections": len(ax.collections)}
+        parts += [f"{n} {what}" for what, n in counts.items() if n]
+        parts += [f"image {'x'.join(map(str, image.get_array().shape[:2]))}"
+                  for image in ax.images]
+        title = ax.get_title() or ax.get_ylabel() or "untitled"
+        panels.append(f"[{title}] " + "; ".join(parts))
+    return f"<Figure, {len(panels)} panel(s): " + " | ".join(panels) + ">"
+
+
+class DescribedFigure(Figure):
+    """A figure whose plain-text copy in a notebook is `describe(self)` (the picture is the
+    same): what nbval compares, since it skips images."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(describe(self))
+
+
 def _figure(nrows: int = 1, ncols: int = 1, *, size: tuple[float, float]) -> tuple[Figure, Any]:
-    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained",
+                             FigureClass=DescribedFigure)
     return fig, axes
 
 
