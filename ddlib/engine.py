@@ -393,15 +393,18 @@ def compiled(fn: LossFn, device: torch.device) -> LossFn:
 
 @torch.no_grad()
 def infer(model: nn.Module, data: DeviceData, images: Tensor, *, flip: bool = False,
-          batch_size: int = 512) -> tuple[Tensor, Tensor]:
-    """(features, logits) of uint8 `images` in eval mode with the test transform (float32)."""
+          batch_size: int = 512, autocast: bool = True) -> tuple[Tensor, Tensor]:
+    """(features, logits) of uint8 `images` in eval mode with the test transform (float32).
+    `autocast=False`: a float32 forward whatever `data.precision`, for class statistics
+    (herding, class means and centres, imprinted rows) that rank and average features
+    which bf16 would round to 8 bits."""
     model.eval()
     feats, logits = [], []
     for start in range(0, len(images), batch_size):
         x = data.augment.normalize(images[start:start + batch_size])
         if flip:
             x = x.flip(3)
-        with data.autocast():
+        with data.autocast() if autocast else contextlib.nullcontext():
             f, z = model(data.layout(x))
         feats.append(f.float())
         logits.append(z.float())

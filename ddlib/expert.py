@@ -30,10 +30,10 @@ EXPERT_INITS = ("old", "scratch")
 
 
 def class_centres(model: Net, data: DeviceData, indices_by_class: list[np.ndarray]) -> Tensor:
-    """Mean raw feature of each class under `model` (eval mode, test transform)."""
+    """Mean raw feature of each class under `model` (eval mode, test transform, float32)."""
     centres = []
     for idx in indices_by_class:
-        feats, _ = engine.infer(model, data, data.train_images(idx))
+        feats, _ = engine.infer(model, data, data.train_images(idx), autocast=False)
         centres.append(feats.mean(dim=0))
     return torch.stack(centres)
 

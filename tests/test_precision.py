@@ -225,6 +225,44 @@ def test_bf16_agrees_with_fp32_on_smoke_round_one():
 
 @pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16),
                                               ("fp16", torch.float16)])
+def _smoke_method(method: str, precision: str):
+    cfg = RunConfig.resolve("smoke", method=method, progress=False)
+    scenario = load_scenario(cfg)
+    data = DeviceData.from_arrays(scenario.data, torch.device("cpu"), pad=2,
+                                  channels_last=False, precision=precision)
+    return METHODS[method](cfg, scenario, data)
+
+
+def test_class_statistics_use_float32_features_under_bf16():
+    """Herding, NME means and DD's class centres from a float32 forward: under a bf16 run
+    the same exemplars, means and centres as under fp32 (same weights, untrained)."""
+    from ddlib.expert import class_centres
+
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        method = _smoke_method("icarl", precision)
+        dtypes = set()
+        forward = method.model.forward
+
+        def watched(x, forward=forward, dtypes=dtypes):
+            out = forward(x)
+            dtypes.update(t.dtype for t in out)
+            return out
+
+        method.model.forward = watched
+        rnd = method.make_round(1)
+        method.expand(rnd)
+        method.update_memory(rnd)
+        centres = class_centres(method.model, method.data,
+                                [method.memory.ranked[c] for c in rnd.new_classes])
+        runs[precision] = method.memory.ranked, method.class_means, centres
+        assert dtypes == {torch.float32}
+    (memory, means, centres), (memory16, means16, centres16) = runs["fp32"], runs["bf16"]
+    assert memory.keys() == memory16.keys()
+    assert all(np.array_equal(memory[c], memory16[c]) for c in memory)
+    assert torch.equal(means, means16) and torch.equal(centres, centres16)
+
+
 def test_losses_are_float32_under_autocast(precision, dtype):
     data = _tiny_data(precision=precision)
     net = Net(ResNet32(width=0.25), LinearHead(16, 2))

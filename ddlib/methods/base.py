@@ -209,19 +209,23 @@ class Method:
         return old
 
     def update_memory(self, rnd: Round) -> None:
-        """Shrink old classes to the new quota, herd the new ones, recompute NME means."""
+        """Shrink old classes to the new quota, herd the new ones, recompute NME means
+        (both from float32 features, whatever the training precision)."""
         m = self.memory.quota(rnd.num_seen)
         self.memory.reduce(m)
         for c in rnd.new_classes:
             idx = self.scenario.train_indices([c])
-            feats, _ = engine.infer(self.model, self.data, self.data.train_images(idx))
+            feats, _ = engine.infer(self.model, self.data, self.data.train_images(idx),
+                                    autocast=False)
             self.memory.add(c, idx[herding(feats.cpu(), m)])
         means = []
         for c in range(rnd.num_seen):
             images = self.data.train_images(self.memory.ranked[c])
-            phi = nn.functional.normalize(engine.infer(self.model, self.data, images)[0], dim=1)
+            phi = nn.functional.normalize(
+                engine.infer(self.model, self.data, images, autocast=False)[0], dim=1)
             if self.cfg.nme_flip:
-                flipped = engine.infer(self.model, self.data, images, flip=True)[0]
+                flipped = engine.infer(self.model, self.data, images, flip=True,
+                                       autocast=False)[0]
                 phi = (phi + nn.functional.normalize(flipped, dim=1)) / 2
             means.append(nn.functional.normalize(phi.mean(dim=0), dim=0))
         self.class_means = torch.stack(means)

@@ -59,9 +59,10 @@ class UCIR(Method):
             head.grow(len(rnd.new_classes))  # uniform(-1/sqrt(d), 1/sqrt(d)) rows
             return
         # The model has not trained yet this round, so it *is* the old network; infer runs
-        # it in eval mode with the test transform (trap 1).
+        # it in eval mode with the test transform (trap 1), in float32.
         feats = [engine.infer(self.model, self.data,
-                              self.data.train_images(self.scenario.train_indices([c])))[0]
+                              self.data.train_images(self.scenario.train_indices([c])),
+                              autocast=False)[0]
                  for c in rnd.new_classes]
         head.grow(len(rnd.new_classes), init=imprint_weights(feats, head.weight.detach()))
 
