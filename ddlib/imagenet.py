@@ -211,6 +211,11 @@ def _decoder_lock(cache: Path) -> Iterator[None]:
             holder = handle.read().strip() or "another process"
             warnings.warn(f"waiting for {holder} to finish decoding {cache}", stacklevel=4)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as err:  # e.g. Lustre mounted without flock
+            warnings.warn(f"{cache.parent} does not lock files ({err}): every process sharing "
+                          "it decodes, and the first cache finished is kept", stacklevel=4)
+            yield
+            return
         handle.seek(0)
         handle.truncate()
         handle.write(_owner())

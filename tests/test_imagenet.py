@@ -3,6 +3,7 @@ rule, errors, the random-resized crop, the config table and one wired-up round."
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
@@ -183,6 +184,16 @@ def test_a_cache_another_decoder_finished_first_is_taken(tree: Path, monkeypatch
     assert Path(data.train_x.filename) == cache / "train_x.npy"
     assert np.array_equal(data.train_x, first.train_x)
     assert not list(tree.glob(".ddlib-cache-full-8.partial-*"))
+
+
+def test_a_file_system_without_locks_still_decodes(tree: Path, monkeypatch) -> None:
+    def no_locks(handle, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(inet.fcntl, "flock", no_locks)
+    with pytest.warns(UserWarning, match="does not lock files.*first cache finished is kept"):
+        data = inet.imagenet(tree, subset=False, image_size=8)
+    assert data.train_x.shape == (24, 8, 8, 3)
 
 
 # Under torchrun every rank loads the dataset: the first to take the cache's lock decodes
