@@ -94,6 +94,13 @@ def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
                if line.startswith("flags"))
 
 
+def tune_backend(device: torch.device) -> None:
+    """On CUDA, cuDNN times its convolution algorithms once per input shape and keeps the
+    fastest (a run has a handful of shapes: the batch, an epoch's last batch, inference)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def resolve_compile(setting: str, device: torch.device) -> bool:
     """Whether `train` compiles its steps: `auto` = on CUDA only (where launch overhead
     dominates a small network's step), `on` = on any device (CPU: inductor's C++ code),

@@ -1,5 +1,5 @@
 """What a CUDA run needs of the code, checked on the CPU: random draws on the generator's
-device (a stand-in generator that says it lives on CUDA)."""
+device (a stand-in generator that says it lives on CUDA), cuDNN's algorithm search."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import ddlib
+from ddlib import engine
 from ddlib.methods import METHODS
 from ddlib.methods.base import Method
 
@@ -82,3 +83,27 @@ def test_stand_in_refuses_a_cpu_draw_as_torch_does(cuda_generator):
 def test_every_draw_of_a_dd_run_is_on_the_generator_device(smoke, cuda_generator, method):
     out = ddlib.run(smoke(method=method, dd=True), verbose=False)
     assert [r["classes_seen"] for r in out["rounds"]] == [5, 10, 15, 20]
+
+
+# ---- cuDNN picks its fastest convolutions on CUDA runs ---------------------------------
+
+@pytest.mark.parametrize("device, benchmark", [("cuda", True), ("cuda:1", True),
+                                               ("cpu", False)])
+def test_cudnn_benchmark_is_set_for_cuda_devices_only(monkeypatch, device, benchmark):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    engine.tune_backend(torch.device(device))
+    assert torch.backends.cudnn.benchmark is benchmark
+
+
+def test_every_method_tunes_the_backend_for_its_device(smoke, monkeypatch):
+    from ddlib.run import load_scenario
+
+    seen = []
+    monkeypatch.setattr(engine, "tune_backend", seen.append)
+    cfg = smoke()
+    scenario = load_scenario(cfg)
+    data = engine.DeviceData.from_arrays(scenario.data, torch.device("cpu"), pad=2,
+                                         channels_last=False)
+    for method in sorted(METHODS):
+        METHODS[method](smoke(method=method), scenario, data)
+    assert seen == [torch.device("cpu")] * len(METHODS)

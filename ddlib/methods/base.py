@@ -61,6 +61,7 @@ class Method:
         self.scenario = scenario
         self.data = data
         self.device = data.device
+        engine.tune_backend(self.device)
         seed_everything(cfg.seed)  # weight init
         backbone = make_backbone(cfg.backbone, width=cfg.width, **self.backbone_options)
         self.model = Net(backbone, self.make_head(backbone.out_dim)).to(self.device)
