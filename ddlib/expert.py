@@ -198,7 +198,7 @@ class DiscriminativeDistillation:
         y = data.test_y[idx]
         classes = torch.as_tensor(self.classes, device=y.device)
         keep = torch.isin(y, classes)
-        _, logits = engine.infer(model, data, data.test_x[idx][keep])
+        _, logits = engine.infer(model, data, data.test_x, idx[keep])
         if classifier:
             logits = logits[:, classes]
         target = (y[keep].unsqueeze(1) == classes).float().argmax(1)  # global -> position

@@ -107,3 +107,45 @@ def test_every_method_tunes_the_backend_for_its_device(smoke, monkeypatch):
     for method in sorted(METHODS):
         METHODS[method](smoke(method=method), scenario, data)
     assert seen == [torch.device("cpu")] * len(METHODS)
+
+
+# ---- the test images stay where they are: gathered a batch at a time --------------------
+
+class _GatherWatch(torch.Tensor):
+    """Test images that record the size of every gather taken from them."""
+
+    gathered: list[int] = []
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        with torch._C.DisableTorchFunctionSubclass():
+            out = func(*args, **(kwargs or {}))
+        if func is torch.Tensor.__getitem__ and type(args[0]) is cls:
+            cls.gathered.append(len(out))
+        return out
+
+
+def test_evaluation_never_copies_the_test_images_whole(smoke, monkeypatch):
+    """600 test images in round 1 (more than one inference batch of 512): the CNN / NME
+    evaluation and the expert's accuracy gather at most a batch of them at once."""
+    from ddlib.expert import DiscriminativeDistillation, make_expert
+    from ddlib.run import load_scenario
+
+    cfg = smoke(method="icarl", test_per_class=120)
+    scenario = load_scenario(cfg)
+    data = engine.DeviceData.from_arrays(scenario.data, torch.device("cpu"), pad=2,
+                                         channels_last=False)
+    method = METHODS["icarl"](cfg, scenario, data)
+    rnd = method.make_round(1)
+    method.expand(rnd)
+    method.update_memory(rnd)
+    reference = method.evaluate(rnd)
+    monkeypatch.setattr(_GatherWatch, "gathered", [])
+    data.test_x = data.test_x.as_subclass(_GatherWatch)
+    record = method.evaluate(rnd)
+    dd = DiscriminativeDistillation(make_expert(method.model, 5), rnd.new_classes)
+    dd.accuracy(method.model, data, method._test_indices(rnd), classifier=True)
+    assert record["confusion_cnn"] == reference["confusion_cnn"]
+    assert record["confusion_nme"] == reference["confusion_nme"]
+    assert len(method._test_indices(rnd)) == 600
+    assert _GatherWatch.gathered and max(_GatherWatch.gathered) <= 512

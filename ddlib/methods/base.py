@@ -236,7 +236,7 @@ class Method:
         1.6)."""
         n = rnd.num_seen
         idx = torch.as_tensor(self.scenario.test_indices(range(n)), device=self.device)
-        feats, logits = engine.infer(self.model, self.data, self.data.test_x[idx])
+        feats, logits = engine.infer(self.model, self.data, self.data.test_x, idx)
         y = self.data.test_y[idx].cpu().numpy()
         logits = logits[:, :n].cpu().numpy()
         similarity = (nn.functional.normalize(feats, dim=1) @ self.class_means.T).cpu().numpy()
