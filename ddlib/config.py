@@ -41,6 +41,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         dataset="synthetic", synthetic_classes=20, synthetic_superclasses=4,
         train_per_class=24, test_per_class=10, image_size=16, width=0.5, channels_last=False,
         precision="fp32",  # committed outputs must not depend on the machine
+        compile="off",     # a compile would take longer than the whole run
         increment=5, memory=80,
         epochs=3, milestones=(2,), batch_size=32,
         expert_epochs=2, expert_milestones=(1,), expert_balanced_epochs=1,
@@ -165,7 +166,7 @@ class RunConfig:
     device: str = "auto"               # auto = CUDA when present
     precision: str | None = None       # auto | fp32 | bf16 | fp16: autocast of every forward
                                        # (engine.resolve_precision says what auto means)
-    compile: str = "auto"              # auto (= on CUDA) | on | off: torch.compile the step
+    compile: str = "auto"              # auto (= on CUDA) | on | off: torch.compile the backbones
     threads: int = 1                   # torch CPU threads (0 = torch's default); one per run,
                                        # so side-by-side runs do not oversubscribe the cores
     results_dir: str = "results"

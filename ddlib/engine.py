@@ -7,8 +7,9 @@ stay in their memory-mapped cache on disk and are read a few batches ahead by th
 Precision: every forward runs under bf16 or fp16 autocast when `DeviceData.precision` says
 so (`resolve_precision` decides what `auto` means on a device); weights, optimiser state and
 losses stay float32, and fp16 steps go through a GradScaler (fp16's range would flush small
-gradients to zero). With `DeviceData.compile`, `train` runs each step's loss (student,
-teachers, loss terms and their backward) through `torch.compile` (CUDA graphs on CUDA).
+gradients to zero). With `DeviceData.compile`, every network's backbone in a training step
+(student, teachers, expert) runs through one `torch.compile` per run (CUDA graphs on CUDA);
+heads and loss terms run eagerly (`_Captured`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import functools
 import warnings
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from . import distributed
 from .augment import Augment
+from .models import BackboneCall, backbones_through
 from .utils import progress
 
 # Training images go to a CUDA device when they take at most this share of its free memory
@@ -133,7 +135,8 @@ class DeviceData:
     augment: Augment
     channels_last: bool = False
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (resolved, see resolve_precision)
-    compile: bool = False    # train() compiles its steps
+    compile: bool = False    # train() runs the backbones compiled
+    _captured: _Captured | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", *AUTOCAST_DTYPES):
@@ -156,6 +159,13 @@ class DeviceData:
     @property
     def device(self) -> torch.device:
         return self.test_x.device
+
+    def captured(self, desc: str) -> _Captured:
+        """The run's compiled backbone call, built by the first stage that trains
+        (`desc`): one per run, as this object is."""
+        if self._captured is None:
+            self._captured = _Captured(self.device, desc)
+        return self._captured
 
     @property
     def on_disk(self) -> bool:
@@ -255,13 +265,13 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
     ddp = distributed.active()  # torchrun, several ranks: see _replicated
     if data.compile and ddp:
         warnings.warn("compile is off under DDP: steps run eagerly", RuntimeWarning, stacklevel=2)
-    captured = _Captured(loss_fn, device, desc) if data.compile and not ddp else None
+    captured = data.captured(desc) if data.compile and not ddp else None
 
-    def forward_backward(fn: LossFn, x: Tensor, y: Tensor,
+    def forward_backward(x: Tensor, y: Tensor,
                          weight: float | None) -> tuple[Tensor, dict[str, Tensor]]:
-        """One batch's loss through `fn` and its backward, from zeroed gradients."""
+        """One batch's loss and its backward, from zeroed gradients."""
         with data.autocast():
-            loss, parts = fn(x, y)
+            loss, parts = loss_fn(x, y)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss if weight is None else loss * weight).backward()
         return loss, parts
@@ -293,9 +303,9 @@ def train(model: nn.Module, data: DeviceData, indices: np.ndarray | Callable[[in
                 # the global batch's mean when a batch splits unevenly (else the factor is 1)
                 weight = share * distributed.world_size() if ddp else None
                 if captured is not None and len(labels) == schedule.batch_size:
-                    loss, parts = captured.run(forward_backward, x, labels, weight)
-                else:  # eager; so is the epoch's last, smaller batch: one graph per call
-                    loss, parts = forward_backward(loss_fn, x, labels, weight)
+                    loss, parts = captured.run(forward_backward, x, labels, weight, desc=desc)
+                else:  # eager; so is the epoch's last, smaller batch: one shape compiled
+                    loss, parts = forward_backward(x, labels, weight)
                 scaler.step(opt)
                 scaler.update()
                 for key, value in {"loss": loss.detach(), **parts}.items():
@@ -353,47 +363,58 @@ def _replicated(model: nn.Module) -> Iterator[None]:
 
 
 class _Captured:
-    """`loss_fn` through torch.compile (`compiled`). The head grows every round, so each
-    train() call starts from empty dynamo caches and compiles once (the batch shape is
-    fixed), instead of piling old rounds' graphs up against dynamo's recompile limit. When
-    compiling fails (no triton, no C++ compiler, an unsupported op, a Python dynamo does not
-    support) it warns naming the stage, the device and the reason, and runs eagerly from
-    then on: in torch.compile() itself, at the first call (tracing, code generation) or in
-    the first backward (aot_autograd compiles the backward graph lazily, there)."""
+    """One torch.compile of the backbones' forward for a whole run (`DeviceData.captured`).
+    The student, its teachers and DD's expert share the backbone's architecture, and the
+    training batches their shape, so dynamo compiles one graph per mode (training; frozen,
+    in eval mode) and every network, stage and round reuses it (their weights are the
+    graph's inputs); the growing heads and the loss terms run eagerly. When compiling fails
+    (no triton, no C++ compiler, an unsupported op, a Python dynamo does not support) it
+    warns naming the stage, the device and the reason, and the run goes on eagerly: in
+    torch.compile() itself, at a first call (tracing, code generation) or in a first
+    backward (aot_autograd compiles the backward graph lazily, there)."""
 
-    def __init__(self, loss_fn: LossFn, device: torch.device, desc: str) -> None:
-        torch._dynamo.reset()
-        self.loss_fn, self.device, self.desc = loss_fn, device, desc
+    def __init__(self, device: torch.device, desc: str) -> None:
+        torch._dynamo.reset()  # a run starts from empty caches (a notebook runs several)
+        self.device = device
+        self.fn: BackboneCall | None = None
         try:
-            self.fn: LossFn = compiled(loss_fn, device)
+            self.fn = compiled(_run_backbone, device)
         except Exception as err:  # noqa: BLE001 - any compile failure falls back, said why
-            self._fall_back(err)
+            self._fall_back(err, desc)
 
-    def run(self, step: Callable[..., tuple[Tensor, dict[str, Tensor]]], *args
+    def run(self, step: Callable[..., tuple[Tensor, dict[str, Tensor]]], *args, desc: str
             ) -> tuple[Tensor, dict[str, Tensor]]:
-        """`step(fn, *args)`, one batch's forward and backward, with the compiled loss (or
-        eagerly, once compiling has failed)."""
+        """`step(*args)`, one batch's forward and backward, its networks' backbones through
+        the compiled call (or eagerly, once compiling has failed)."""
+        if self.fn is None:
+            return step(*args)
+        if self.device.type == "cuda":  # a new iteration for CUDA graph trees
+            torch.compiler.cudagraph_mark_step_begin()
         try:
-            return step(self.fn, *args)
+            with backbones_through(self.fn):
+                return step(*args)
         except Exception as err:  # noqa: BLE001 - any compile failure falls back, said why
-            if self.fn is self.loss_fn:
-                raise
-            self._fall_back(err)
+            self._fall_back(err, desc)
             # after a failed backward this batch's forward has run twice: BatchNorm's running
             # statistics took it twice (one batch, once per run)
-            return step(self.fn, *args)
+            return step(*args)
 
-    def _fall_back(self, err: Exception) -> None:
+    def _fall_back(self, err: Exception, desc: str) -> None:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        warnings.warn(f"{self.desc} on {self.device}: torch.compile failed "
+        warnings.warn(f"{desc} on {self.device}: torch.compile failed "
                       f"({type(err).__name__}: {reason}); training eagerly",
                       RuntimeWarning, stacklevel=4)
-        self.fn = self.loss_fn
+        self.fn = None
 
 
-def compiled(fn: LossFn, device: torch.device) -> LossFn:
-    """torch.compile of one step's loss. On CUDA `reduce-overhead` captures it in CUDA
-    graphs: a ResNet-32 step is ~600 small kernels, launch-bound without them."""
+def _run_backbone(backbone: nn.Module, x: Tensor) -> Tensor:
+    return backbone(x)
+
+
+def compiled(fn: Callable, device: torch.device) -> Callable:
+    """torch.compile of `fn` (the run's backbone call; `bench`: a step's loss). On CUDA
+    `reduce-overhead` captures it in CUDA graphs: a ResNet-32 step is ~600 small kernels,
+    launch-bound without them."""
     mode = "reduce-overhead" if device.type == "cuda" else None
     return torch.compile(fn, mode=mode, dynamic=False)
 

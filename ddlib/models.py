@@ -6,6 +6,10 @@ the rows of old classes; a fresh head of the same kind serves the expert.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -209,6 +213,21 @@ class CosineHead(nn.Module):
             return self.sigma.float() * self.cosine(features)
 
 
+BackboneCall = Callable[[nn.Module, Tensor], Tensor]
+_backbone_call: ContextVar[BackboneCall | None] = ContextVar("backbone_call", default=None)
+
+
+@contextlib.contextmanager
+def backbones_through(call: BackboneCall) -> Iterator[None]:
+    """Inside, every `Net` runs its backbone as `call(backbone, x)`: the engine's one compiled
+    function for all of a run's networks (student, teachers, expert)."""
+    token = _backbone_call.set(call)
+    try:
+        yield
+    finally:
+        _backbone_call.reset(token)
+
+
 class Net(nn.Module):
     """Backbone + growing head. forward -> (features, logits)."""
 
@@ -222,7 +241,8 @@ class Net(nn.Module):
         return self.head.num_classes
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        features = self.backbone(x)
+        call = _backbone_call.get()
+        features = self.backbone(x) if call is None else call(self.backbone, x)
         return features, self.head(features)
 
 

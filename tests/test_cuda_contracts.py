@@ -149,3 +149,28 @@ def test_evaluation_never_copies_the_test_images_whole(smoke, monkeypatch):
     assert record["confusion_nme"] == reference["confusion_nme"]
     assert len(method._test_indices(rnd)) == 600
     assert _GatherWatch.gathered and max(_GatherWatch.gathered) <= 512
+
+
+# ---- one compile per run --------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_compiled_graphs_do_not_grow_with_rounds(smoke, monkeypatch, method):
+    """Smoke +DD runs of 2 and 4 rounds, compiled with a CompileCounter for a backend: two
+    graphs each (the backbone training, the backbone frozen: teacher and expert), no graph
+    break. The whole step used to be compiled afresh by every stage (iCaRL+DD: 4 graphs in
+    2 rounds, 10 in 4)."""
+    from torch._dynamo.testing import CompileCounter
+    from torch._dynamo.utils import counters
+
+    counter = CompileCounter()
+    monkeypatch.setattr(engine, "compiled", lambda fn, device: torch.compile(
+        fn, backend=counter, dynamic=False))
+    runs = []
+    for classes, superclasses in ((10, 2), (20, 4)):
+        counter.clear()
+        counters.clear()
+        out = ddlib.run(smoke(method=method, dd=True, compile="on", synthetic_classes=classes,
+                              synthetic_superclasses=superclasses), verbose=False)
+        runs.append((len(out["rounds"]), counter.frame_count, dict(counters["graph_break"])))
+    assert runs == [(2, 2, {}), (4, 2, {})]

@@ -163,9 +163,10 @@ def test_scratch_expert_runs_end_to_end_and_records_both_stages(smoke):
     assert len(out["rounds"][0]["history_classifier"]) == 3
 
 
-def test_a_dd_stage_compiles_once(monkeypatch):
+def test_dd_stages_add_no_compile(monkeypatch):
     """The student's step with Ln, compiled as engine.train compiles it (a CompileCounter
-    for a backend): one graph over two epochs, the class index included."""
+    for a backend), over two stages of two epochs, each with a fresh expert: two graphs
+    (the student's training backbone, the frozen expert's), none added by the second."""
     from torch._dynamo.testing import CompileCounter
 
     from ddlib import engine
@@ -187,14 +188,17 @@ def test_a_dd_stage_compiles_once(monkeypatch):
     data.compile = True
     torch.manual_seed(0)
     student = Net(make_backbone("resnet32", width=0.25), LinearHead(16, 4))
-    expert = make_expert(student, 2)
-    expert.eval().requires_grad_(False)
-    dd = DiscriminativeDistillation(expert, [3, 1])
+    counts = []
+    for classes in ([3, 1], [2, 0, 1]):
+        expert = make_expert(student, len(classes))
+        expert.eval().requires_grad_(False)
+        dd = DiscriminativeDistillation(expert, classes)
 
-    def loss_fn(x, y):
-        logits = student(x)[1]
-        return torch.nn.functional.cross_entropy(logits, y) + dd(x, logits), {}
+        def loss_fn(x, y, dd=dd):
+            logits = student(x)[1]
+            return torch.nn.functional.cross_entropy(logits, y) + dd(x, logits), {}
 
-    engine.train(student, data, np.arange(16), loss_fn, Schedule(2, 0.05, batch_size=8),
-                 generator=torch.Generator().manual_seed(0), show_progress=False)
-    assert counter.frame_count == 1
+        engine.train(student, data, np.arange(16), loss_fn, Schedule(2, 0.05, batch_size=8),
+                     generator=torch.Generator().manual_seed(0), show_progress=False)
+        counts.append(counter.frame_count)
+    assert counts == [2, 2]

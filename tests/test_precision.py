@@ -71,7 +71,9 @@ def test_cli_flags_come_from_the_fields(capsys):
 def test_profiles_precision(smoke):
     assert smoke().precision == "fp32"  # committed outputs do not depend on the machine
     assert RunConfig.resolve("cpu").precision == RunConfig.resolve("paper").precision == "auto"
-    assert smoke().compile == "auto"
+    assert smoke().compile == "off"  # never compiles, on CUDA neither
+    assert not resolve_compile(smoke().compile, torch.device("cuda"))
+    assert RunConfig.resolve("cpu").compile == RunConfig.resolve("paper").compile == "auto"
 
 
 def test_device_data_takes_only_a_resolved_precision():
@@ -416,8 +418,8 @@ class _BackwardFails(torch.autograd.Function):
     """Identity forward; a backward that fails as a lazily compiled backward graph can."""
 
     @staticmethod
-    def forward(ctx, loss):
-        return loss.clone()
+    def forward(ctx, features):
+        return features.clone()
 
     @staticmethod
     def backward(ctx, grad):
@@ -426,9 +428,8 @@ class _BackwardFails(torch.autograd.Function):
 
 def test_failing_compiled_backward_warns_and_trains_eagerly(monkeypatch):
     def backward_fails(fn, device):
-        def call(x, y):
-            loss, parts = fn(x, y)
-            return _BackwardFails.apply(loss), parts
+        def call(backbone, x):
+            return _BackwardFails.apply(fn(backbone, x))
         return call
 
     monkeypatch.setattr(engine, "compiled", backward_fails)
