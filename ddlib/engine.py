@@ -229,10 +229,11 @@ class DeviceData:
 
 
 def _fits(images: np.ndarray, device: torch.device) -> bool:
-    """Whether uint8 `images` go to the device: on CUDA when they fit its free memory's
-    DEVICE_DATA_SHARE; on the CPU unless they are a memory-mapped cache (left on disk)."""
+    """Whether uint8 `images` go to the device: on CUDA when they fit DEVICE_DATA_SHARE of
+    this process's share of its memory; on the CPU unless they are a memory-mapped cache
+    (left on disk)."""
     if device.type == "cuda":
-        return images.nbytes <= DEVICE_DATA_SHARE * torch.cuda.mem_get_info(device)[0]
+        return images.nbytes <= DEVICE_DATA_SHARE * distributed.device_memory_share(device)
     return not isinstance(images, np.memmap)
 
 

@@ -44,7 +44,8 @@ def _store(tmp_path, *configs):
     for i, over in enumerate(configs):
         payload = two_rounds(COUNTS, dd=over.get("dd", False))
         payload["config"].update({"epochs": 3, "expert_epochs": 2, "expert_balanced_epochs": 1,
-                                  **over})
+                                  "memory": 80, "lambda_old": 1.0, "temperature_old": 2.0,
+                                  "lambda_dd": 1.0, "temperature_new": 2.0, **over})
         payload.update(schema_version=1, ddlib_version="t", env={}, avg_inc_acc={},
                        last_acc={}, wall_time_s=60, train_time_s=60)
         path = tmp_path / f"r{i}.json"
@@ -74,6 +75,8 @@ def test_exhibit_is_ready_only_with_every_required_run(tmp_path, monkeypatch):
     assert ready._repr_markdown_().startswith("**Table 2** is built from 2 runs")
     assert "2 min of training (measured)" in ready._repr_markdown_()
     assert "class order 0;" in ready._repr_markdown_()  # one order: singular, no list
+    assert ready._repr_markdown_().endswith(
+        "memory 80 images; λ1 = 1, To = 2, λ2 = 1, Tn = 2.")
     with pytest.raises(ValueError, match="the page uses"):
         ready.glue(["a"], lambda: {"b": 1.0})
     assert not ddlib.book.exhibit("x", "cpu", "synthetic", results_dir=store).ready

@@ -151,6 +151,20 @@ def test_evaluation_never_copies_the_test_images_whole(smoke, monkeypatch):
     assert _GatherWatch.gathered and max(_GatherWatch.gathered) <= 512
 
 
+
+@pytest.mark.parametrize("jobs, fits", [("1", True), ("4", False)])
+def test_packed_jobs_leave_a_dataset_that_fits_once_on_the_disk(monkeypatch, jobs, fits):
+    """An 80 GiB GPU, all free: a 19 GiB training set (the ImageNet-Subset) is copied by a
+    job alone, not by each of 4 packed jobs (half of a 20 GiB share is 10 GiB)."""
+    import numpy as np
+
+    GiB = 2**30
+    monkeypatch.setenv("DDLIB_JOBS_ON_GPU", jobs)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (80 * GiB, 80 * GiB))
+    images = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (19 * GiB,), (0,))
+    assert images.nbytes == 19 * GiB
+    assert engine._fits(images, torch.device("cuda")) is fits
+
 # ---- one compile per run --------------------------------------------------------------
 
 @pytest.mark.slow
