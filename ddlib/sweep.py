@@ -40,6 +40,8 @@ from .config import DATASETS, DEVICES, IMAGENET_DATASETS, METHOD_ORDER, PROFILES
 from .distributed import GPU_JOBS_ENV
 from .utils import display_path, project_root
 
+INDUCTOR_CACHE = "_build/inductor-cache"  # under the project root
+
 RUNTIME_PARAMETERS = frozenset({"threads"})  # differ between sweeps, never change results
 # Runs packed on one GPU at once: a ResNet-32 run alone leaves an H100/H200 mostly idle
 # (launch-bound). 1 until measured: benchmarks/gpu-check.sh times 1/2/4/8 packed runs; no
@@ -306,7 +308,10 @@ def _execute(job: Job, *, slot: str | None, sharing: int, threads: int, log: Pat
         params.setdefault("threads", threads)
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    env.pop("MPLBACKEND", None)  # Agg in the kernel would drop every figure (TOOLCHAIN 6)
+    env.pop("MPLBACKEND", None)  # Agg in the kernel would drop every figure
+    # one inductor cache for every job: a compiled backbone is code-generated once per
+    # shape, the other jobs (and later builds) load it
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str((project_root() or Path.cwd()) / INDUCTOR_CACHE))
     if slot is not None:
         env.update(CUDA_VISIBLE_DEVICES=slot, **{GPU_JOBS_ENV: str(sharing)})
     job.output.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ with its notebook and log while the others finish, current jobs skipped."""
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 from pathlib import Path
 
@@ -266,6 +267,28 @@ def test_each_job_is_told_how_many_jobs_share_its_gpu(tmp_path, monkeypatch):
     assert [o.status for o in outcomes] == ["done"] * 3
     sharing = {env["CUDA_VISIBLE_DEVICES"]: env[distributed.GPU_JOBS_ENV] for env in started}
     assert sharing == {"0": "2", "1": "1"}
+
+
+def test_jobs_share_one_inductor_cache_unless_the_user_set_one(tmp_path, monkeypatch):
+    notebook = _tiny_notebook(tmp_path / "nb.ipynb")
+    started: list[dict[str, str]] = []
+
+    def papermill(cmd, *, env, **kwargs):
+        started.append(env)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(sweep.subprocess, "run", papermill)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    jobs = [sweep.Job(notebook, tmp_path / "out" / f"j{x}.ipynb", {"x": x}) for x in range(2)]
+    run = functools.partial(sweep.run_jobs, jobs, workers=2, force=True, clean_output=False,
+                            log_dir=tmp_path / "logs", say=lambda _: None)
+    run()
+    caches = {env["TORCHINDUCTOR_CACHE_DIR"] for env in started}
+    assert len(caches) == 1 and Path(caches.pop()).parts[-2:] == ("_build", "inductor-cache")
+    started.clear()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    run()
+    assert {env["TORCHINDUCTOR_CACHE_DIR"] for env in started} == {str(tmp_path / "mine")}
 
 
 GiB = 2**30
