@@ -88,12 +88,13 @@ notebooks: $(STAMP)
 	$(PY) -m ddlib sweep --in-place $(NOTEBOOKS)
 	$(PY) tests/notebook_check.py _build/committed .
 
-# Step rates in fp32 and bf16, then one cpu-profile iCaRL+DD run through our engine and
-# through a toolbox-style loop, and where the seconds go (benchmarks/cpu-bench.json).
+# Step rates in fp32 and bf16, eager and compiled, then one cpu-profile iCaRL+DD run through
+# our engine (eager, then compiled) and through a toolbox-style loop, and where the seconds
+# go (benchmarks/cpu-bench.json).
 # BENCH_FLAGS=--quick: 2 epochs per training stage; --threads 1: one core.
 BENCH_FLAGS ?=
 bench: $(STAMP)
-	$(PY) -m ddlib bench --e2e --json benchmarks/cpu-bench.json $(BENCH_FLAGS)
+	$(PY) -m ddlib bench --e2e --compile --json benchmarks/cpu-bench.json $(BENCH_FLAGS)
 
 clean:
 	rm -rf _build results book/runs

@@ -104,9 +104,10 @@ def tune_backend(device: torch.device) -> None:
 
 
 def resolve_compile(setting: str, device: torch.device) -> bool:
-    """Whether `train` compiles its steps: `auto` = on CUDA only (where launch overhead
-    dominates a small network's step), `on` = on any device (CPU: inductor's C++ code),
-    `off` = never."""
+    """Whether `train` compiles the run's backbone: `auto` = on CUDA only (where launch
+    overhead dominates a small network's step), `on` = on any device (CPU: inductor's C++
+    code), `off` = never. On the CPU, compiling did not repay its compile in a `cpu`-profile
+    run (README, What runs where; `make bench` measures it on the machine at hand)."""
     if setting not in COMPILE_SETTINGS:
         raise ValueError(f"compile={setting!r} is unknown; choose one of {list(COMPILE_SETTINGS)}")
     return setting == "on" or (setting == "auto" and device.type == "cuda")
@@ -379,7 +380,7 @@ class _Captured:
         self.device = device
         self.fn: BackboneCall | None = None
         try:
-            self.fn = compiled(_run_backbone, device)
+            self.fn = compiled(run_backbone, device)
         except Exception as err:  # noqa: BLE001 - any compile failure falls back, said why
             self._fall_back(err, desc)
 
@@ -408,12 +409,13 @@ class _Captured:
         self.fn = None
 
 
-def _run_backbone(backbone: nn.Module, x: Tensor) -> Tensor:
+def run_backbone(backbone: nn.Module, x: Tensor) -> Tensor:
+    """The function `compiled` compiles once per run (and `bench` times)."""
     return backbone(x)
 
 
 def compiled(fn: Callable, device: torch.device) -> Callable:
-    """torch.compile of `fn` (the run's backbone call; `bench`: a step's loss). On CUDA
+    """torch.compile of `fn` (the run's backbone call, `run_backbone`). On CUDA
     `reduce-overhead` captures it in CUDA graphs: a ResNet-32 step is ~600 small kernels,
     launch-bound without them."""
     mode = "reduce-overhead" if device.type == "cuda" else None

@@ -182,8 +182,9 @@ def gradcam_over_rounds(baseline: Any, dd: Any, *, num_images: int = 2,
     models = [[load_round_model(r, k, device=device, scenario=scenario, data=data)[0]
                for k in rounds] for r in (baseline, dd)]
     if test_indices is None:
-        last = [infer(m[-1], data, data.test_x[torch.as_tensor(first, device=device)])[1]
-                .argmax(1).cpu().numpy() for m in models]
+        first_idx = torch.as_tensor(first, device=device)
+        last = [infer(m[-1], data, data.test_x, first_idx)[1].argmax(1).cpu().numpy()
+                for m in models]
         picked = choose_images(last[0], last[1], scenario.data.test_y[first], num_images)
         test_indices = first[picked].tolist()
     bad = [i for i in test_indices if i not in set(first.tolist())]
@@ -195,7 +196,7 @@ def gradcam_over_rounds(baseline: Any, dd: Any, *, num_images: int = 2,
     maps, preds = [], []
     for run_models in models:
         maps.append([grad_cam(m, x, y, layer=layer).cpu().numpy() for m in run_models])
-        preds.append([infer(m, data, data.test_x[idx])[1].argmax(1).cpu().numpy()
+        preds.append([infer(m, data, data.test_x, idx)[1].argmax(1).cpu().numpy()
                       for m in run_models])
     names = scenario.data.class_names
     preds_arr = np.asarray(preds)

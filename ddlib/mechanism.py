@@ -33,10 +33,10 @@ def _trained_run(run: dict | str | Path) -> dict | str | Path:
 
 def accuracy_on(model: torch.nn.Module, data, scenario, classes: list[int]) -> float:
     """Top-1 (%) of `model` on the test images of `classes`, argmax over those classes."""
-    idx = torch.as_tensor(scenario.test_indices(classes))
-    _, logits = infer(model, data, data.test_x[idx])
+    idx = torch.as_tensor(scenario.test_indices(classes), device=data.device)
+    _, logits = infer(model, data, data.test_x, idx)  # gathered a batch at a time
     labels = data.test_y[idx]
-    order = torch.as_tensor(classes)
+    order = torch.as_tensor(classes, device=data.device)
     target = (labels.unsqueeze(1) == order).float().argmax(1)
     return round(100.0 * float((logits[:, order].argmax(1) == target).float().mean()), 2)
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ddlib import bench, engine
 
@@ -79,10 +80,18 @@ def test_gpu_check_dry_run_writes_its_json_and_table(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_runs_both_loops_and_accounts_for_the_difference():
+def test_end_to_end_runs_both_loops_and_accounts_for_the_difference(monkeypatch):
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()  # dynamo without code generation: the plumbing, in seconds
+    monkeypatch.setattr(engine, "compiled", lambda fn, device: torch.compile(
+        fn, backend=counter, dynamic=False))
     own_train = engine.train
     out = bench.end_to_end(profile="smoke", quick=True, device="cpu", increment=10,
-                           say=lambda _: None)
+                           compiled=True, say=lambda _: None)
+    assert counter.frame_count == 2  # only "ours compiled" compiled: training and frozen
+    assert out["compile_speedup"] == round(out["ours"]["seconds"]
+                                           / out["ours compiled"]["seconds"], 3)
     assert engine.train is own_train  # the reference loop is undone
     assert out["clock"] == "cpu" and out["quick"]  # one thread, loader in-process: CPU seconds
     ours, ref = out["ours"], out["reference"]
@@ -91,3 +100,27 @@ def test_end_to_end_runs_both_loops_and_accounts_for_the_difference():
     # the parts are rounded to 0.01 s each: their sum may differ by up to 0.015 s
     assert sum(out["saved_by"].values()) == pytest.approx(out["saved_s"], abs=0.02)
     assert 0 <= ours["avg_inc_acc"] <= 100 and 0 <= ref["avg_inc_acc"] <= 100
+
+
+def test_a_compiled_step_compiles_the_backbone_as_the_engine_does(monkeypatch):
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    compiled_fns = []
+
+    def compile_with_counter(fn, device):
+        compiled_fns.append(fn)
+        return torch.compile(fn, backend=counter, dynamic=False)
+
+    monkeypatch.setattr(engine, "compiled", compile_with_counter)
+    torch._dynamo.reset()
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    weights = []
+    for compiled in (False, True):
+        net, opt = bench._model(False, torch.device("cpu"), width=0.25)
+        step = bench._stepper(net, opt, torch.device("cpu"), "fp32", compiled)
+        step(x, y)
+        step(x, y)
+        weights.append(net.head.weight.detach().clone())
+    assert compiled_fns == [engine.run_backbone] and counter.frame_count == 1
+    torch.testing.assert_close(weights[0], weights[1])  # the same step, compiled

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ddlib
-from ddlib import engine
+from ddlib import engine, mechanism
 from ddlib.methods import METHODS
 from ddlib.methods.base import Method
 
@@ -127,7 +127,8 @@ class _GatherWatch(torch.Tensor):
 
 def test_evaluation_never_copies_the_test_images_whole(smoke, monkeypatch):
     """600 test images in round 1 (more than one inference batch of 512): the CNN / NME
-    evaluation and the expert's accuracy gather at most a batch of them at once."""
+    evaluation, the expert's accuracy and the mechanism pages' accuracy gather at most a
+    batch of them at once."""
     from ddlib.expert import DiscriminativeDistillation, make_expert
     from ddlib.run import load_scenario
 
@@ -145,6 +146,7 @@ def test_evaluation_never_copies_the_test_images_whole(smoke, monkeypatch):
     record = method.evaluate(rnd)
     dd = DiscriminativeDistillation(make_expert(method.model, 5), rnd.new_classes)
     dd.accuracy(method.model, data, method._test_indices(rnd), classifier=True)
+    mechanism.accuracy_on(method.model, data, scenario, rnd.new_classes)  # the book's pages
     assert record["confusion_cnn"] == reference["confusion_cnn"]
     assert record["confusion_nme"] == reference["confusion_nme"]
     assert len(method._test_indices(rnd)) == 600
