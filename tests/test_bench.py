@@ -124,3 +124,13 @@ def test_a_compiled_step_compiles_the_backbone_as_the_engine_does(monkeypatch):
         weights.append(net.head.weight.detach().clone())
     assert compiled_fns == [engine.run_backbone] and counter.frame_count == 1
     torch.testing.assert_close(weights[0], weights[1])  # the same step, compiled
+
+
+def test_a_cold_compile_uses_an_empty_cache_in_this_process(tmp_path, monkeypatch):
+    import torch._inductor.config as inductor
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "shared"))
+    with bench._cold_compile(tmp_path / "cold"):
+        assert cache_dir() == str(tmp_path / "cold") and inductor.compile_threads == 1
+    assert cache_dir() == str(tmp_path / "shared")
